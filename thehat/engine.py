@@ -1,0 +1,420 @@
+"""The engine: one run of a flow, its states, ownership, gating and reversion.
+
+Pure and synchronous: no I/O, no threads, time from an injected clock. Every public mutator
+validates the request, applies it and returns the events it caused, or raises `Refusal` (or
+`FlowError` for an invalid edit) and changes nothing.
+
+Gating is kept incrementally so that a state change costs in proportion to the step's neighbours:
+
+- forward, `_unmet[x]` counts the gates of x that have not finished; a pending or in-progress
+  step with no unmet gate is actionable;
+- after a failure the run reverts. `_blocking[p]` counts the successors of p that were started
+  and are not yet reverted; a started step (in progress, finished or reverting) with no blocking
+  successor is actionable, so finished work is undone in reverse dependency order. Steps that
+  never started are excluded and never need reverting. The failed step itself stays failed.
+
+`actionable` is the set of steps that need someone's attention now, the rows of the status table.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from thehat.errors import FlowError, Problem, Refusal
+from thehat.events import Event, EventKind
+from thehat.model import Flow, StepDef, StepState, find_cycle, step_problems
+from thehat.names import did_you_mean
+
+log = logging.getLogger(__name__)
+
+STARTED_STATES = frozenset({StepState.IN_PROGRESS, StepState.FINISHED, StepState.REVERTING})
+FORWARD_STATES = frozenset({StepState.PENDING, StepState.IN_PROGRESS})
+
+
+class Clock(Protocol):
+    """A source of the current time as an aware datetime."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real clock, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+
+class UnknownStep(Refusal):
+    """A command named a step that the run does not have."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        super().__init__(f"No step named {name!r}{did_you_mean(name, known)}; state unchanged.")
+
+
+@dataclass(slots=True)
+class RunStep:
+    """The mutable part of one step in a run."""
+
+    definition: StepDef
+    state: StepState = StepState.PENDING
+    owner: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failed_at: datetime | None = None
+    reverted_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def duration_minutes(self, now: datetime) -> int:
+        """Whole minutes from start to finish, or to now while unfinished; 0 if never started."""
+        if self.started_at is None:
+            return 0
+        end = self.finished_at or self.failed_at or now
+        return max(0, int((end - self.started_at).total_seconds() // 60))
+
+
+class Run:
+    """One run of a flow: the definition plus every step's state, owner and times.
+
+    `failed_step` is None while the run goes forward, and names the failed step once the run
+    reverts. A run never goes back to forward; load the flow again to start over.
+    """
+
+    def __init__(self, name: str, flow: Flow, clock: Clock | None = None) -> None:
+        self.name = name
+        self.clock: Clock = clock or SystemClock()
+        self.failed_step: str | None = None
+        self.steps: dict[str, RunStep] = {
+            step.name: RunStep(step, owner=step.owner) for step in flow
+        }
+        self._rebuild()
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def reverting(self) -> bool:
+        return self.failed_step is not None
+
+    @property
+    def ended(self) -> bool:
+        """True when steps exist and none needs attention: all finished, or all reverted."""
+        return bool(self.steps) and not self._actionable
+
+    def step(self, name: str) -> RunStep:
+        """Return the step called `name`; raise `UnknownStep` with close matches otherwise."""
+        try:
+            return self.steps[name]
+        except KeyError:
+            raise UnknownStep(name, self.steps) from None
+
+    def actionable(self) -> list[RunStep]:
+        """Return the steps that need attention now, in flow order."""
+        return [self.steps[n] for n in sorted(self._actionable, key=self._position.__getitem__)]
+
+    def is_actionable(self, name: str) -> bool:
+        return name in self._actionable
+
+    def waiting_for(self, name: str) -> list[str]:
+        """Name the steps that hold `name` back in the current direction, in flow order."""
+        step = self.step(name)
+        if self.reverting:
+            return [s for s in self._successors[name] if self.steps[s].state in STARTED_STATES]
+        return [g for g in step.definition.gates if self.steps[g].state is not StepState.FINISHED]
+
+    def dependants(self, name: str) -> list[str]:
+        """Name the steps that gate on `name`, in flow order."""
+        return list(self._successors[name])
+
+    def counts(self) -> Counter[StepState]:
+        return Counter(step.state for step in self.steps.values())
+
+    def groups(self) -> list[str]:
+        """Return every group name used by a step, in order of first use."""
+        return list(dict.fromkeys(g for s in self.steps.values() for g in s.definition.groups))
+
+    def steps_in_groups(self, groups: Iterable[str]) -> list[RunStep]:
+        """Return the steps tagged with any of `groups`, each once, in flow order."""
+        wanted = set(groups)
+        return [s for s in self.steps.values() if wanted.intersection(s.definition.groups)]
+
+    def flow(self) -> Flow:
+        """Return the current definition, with current owners, as a flow that can be saved."""
+        return Flow(dataclasses.replace(s.definition, owner=s.owner) for s in self.steps.values())
+
+    def clone(self) -> Run:
+        """Return an independent copy, for simulations that must leave this run untouched."""
+        return copy.deepcopy(self)
+
+    # -- ownership --------------------------------------------------------------------------
+
+    def set_owner(self, name: str, owner: str | None, actor: str) -> list[Event]:
+        """Make `owner` (None: unassigned) the owner of step `name`.
+
+        Anyone may assign any step, in any state, to anyone, as in the original.
+        """
+        step = self.step(name)
+        old, step.owner = step.owner, owner or None
+        return [self._event(EventKind.OWNER_CHANGED, actor, name, old=old, new=step.owner)]
+
+    # -- forward progress -------------------------------------------------------------------
+
+    def start(self, name: str, actor: str) -> list[Event]:
+        """Move a ready, pending step to in progress."""
+        step = self.step(name)
+        if self.reverting:
+            raise Refusal(f"Don't start {name}: {self.failed_step} failed and the flow is "
+                          "reverting; revert the steps the status lists instead.")
+        self._check_owner(step, actor)
+        if step.state is not StepState.PENDING:
+            raise Refusal(f"Step {name} is already {step.state.display()}; it cannot start again.")
+        self._check_forward_gates(step)
+
+        step.state = StepState.IN_PROGRESS
+        step.started_at = self.clock.now()
+        return [self._event(EventKind.STEP_STARTED, actor, name)]
+
+    def finish(self, name: str, actor: str) -> list[Event]:
+        """Finish a ready step, started or not, and release the steps that wait for it."""
+        step = self.step(name)
+        if self.reverting:
+            raise Refusal(f"Don't finish {name}: {self.failed_step} failed and the flow is "
+                          "reverting; revert this step if it was started.")
+        self._check_owner(step, actor)
+        if step.state not in FORWARD_STATES:
+            raise Refusal(f"Step {name} is already {step.state.display()}.")
+        self._check_forward_gates(step)
+
+        now = self.clock.now()
+        step.state = StepState.FINISHED
+        step.finished_at = now
+        if step.started_at is None:
+            step.started_at = now
+        self._actionable.discard(name)
+        events = [self._event(EventKind.STEP_FINISHED, actor, name)]
+        for successor in self._successors[name]:
+            self._unmet[successor] -= 1
+            if self._unmet[successor] == 0 and self.steps[successor].state in FORWARD_STATES:
+                self._actionable.add(successor)
+                events.append(self._ready_event(successor, actor))
+        return events + self._end_events(actor)
+
+    def fail(self, name: str, actor: str) -> list[Event]:
+        """Mark a ready or in-progress step failed and turn the run into reversion.
+
+        Steps that never started are excluded. Every started step must then be reverted, each
+        once every started successor of it has been reverted.
+        """
+        step = self.step(name)
+        if self.reverting:
+            raise Refusal(f"The flow is already reverting after {self.failed_step} failed; "
+                          f"{name} cannot fail as well.")
+        self._check_owner(step, actor)
+        if step.state not in FORWARD_STATES:
+            raise Refusal(f"Step {name} is {step.state.display()}; only a ready or in-progress "
+                          "step can fail.")
+        self._check_forward_gates(step)
+
+        in_progress = [[s.name, s.owner] for s in self.steps.values()
+                       if s.state is StepState.IN_PROGRESS]
+        events = [self._event(EventKind.REVERSION_STARTED, actor, name, in_progress=in_progress)]
+        step.state = StepState.FAILED
+        step.failed_at = self.clock.now()
+        self.failed_step = name
+        self._rebuild()
+        events.append(self._event(EventKind.STEP_FAILED, actor, name))
+        events.extend(self._ready_event(s.name, actor) for s in self.actionable())
+        return events + self._end_events(actor)
+
+    # -- reversion --------------------------------------------------------------------------
+
+    def mark_reverting(self, name: str, actor: str) -> list[Event]:
+        """Record that someone has begun to undo a started step (optional before `revert`)."""
+        step = self._check_revertable(name, actor, StepState.REVERTING)
+        step.state = StepState.REVERTING
+        return [self._event(EventKind.STEP_REVERTING, actor, name)]
+
+    def revert(self, name: str, actor: str) -> list[Event]:
+        """Mark a started step reverted and release the steps it held back."""
+        step = self._check_revertable(name, actor, StepState.REVERTED)
+        step.state = StepState.REVERTED
+        step.reverted_at = self.clock.now()
+        self._actionable.discard(name)
+        events = [self._event(EventKind.STEP_REVERTED, actor, name)]
+        for gate in step.definition.gates:
+            self._blocking[gate] -= 1
+            if self._blocking[gate] == 0 and self.steps[gate].state in STARTED_STATES:
+                self._actionable.add(gate)
+                events.append(self._ready_event(gate, actor))
+        return events + self._end_events(actor)
+
+    # -- editing ----------------------------------------------------------------------------
+
+    def add_step(self, definition: StepDef, actor: str) -> list[Event]:
+        """Add a new pending step at the end of the flow."""
+        if definition.name in self.steps:
+            raise Refusal(f"Step {definition.name} already exists; pick another name or edit it "
+                          "with set.")
+        self._check_definition(definition, definition)
+        self.steps[definition.name] = RunStep(definition, owner=definition.owner)
+        return self._edited([self._event(EventKind.STEP_ADDED, actor, definition.name)], actor)
+
+    def remove_step(self, name: str, actor: str, force: bool = False) -> list[Event]:
+        """Delete a step. If others gate on it, refuse unless `force`, which drops those gates."""
+        self.step(name)
+        dependants = self.dependants(name)
+        if dependants and not force:
+            raise Refusal(f"Step {name} gates {', '.join(dependants)}; deleting it would drop "
+                          "those gates. Use delstep --force to delete it anyway.")
+        del self.steps[name]
+        for dependant in dependants:
+            step = self.steps[dependant]
+            gates = tuple(g for g in step.definition.gates if g != name)
+            step.definition = dataclasses.replace(step.definition, gates=gates)
+        event = self._event(EventKind.STEP_REMOVED, actor, name, dependants=dependants)
+        return self._edited([event], actor)
+
+    def update_step(self, name: str, actor: str, **changes: Any) -> list[Event]:
+        """Replace fields of a step definition (any `StepDef` field but `name` and `owner`).
+
+        Gates are checked like a flow file's: no missing step, no self-gate, no cycle.
+        """
+        step = self.step(name)
+        if "name" in changes or "owner" in changes:
+            raise ValueError("use rename_step or set_owner to change a step's name or owner")
+        new = dataclasses.replace(step.definition, **changes)
+        self._check_definition(new, step.definition)
+        events = []
+        for field_name, value in changes.items():
+            old = getattr(step.definition, field_name)
+            if old != value:
+                events.append(self._event(EventKind.STEP_EDITED, actor, name,
+                                          field=field_name, old=old, new=value))
+        step.definition = new
+        return self._edited(events, actor)
+
+    def rename_step(self, name: str, new_name: str, actor: str) -> list[Event]:
+        """Give a step a new name and update every gate that names it."""
+        step = self.step(name)
+        if new_name in self.steps:
+            raise Refusal(f"Step {new_name} already exists; pick another name.")
+        renamed = dataclasses.replace(step.definition, name=new_name)
+        problems = step_problems(renamed)
+        if problems:
+            raise FlowError(problems)
+        self.steps = {
+            (new_name if key == name else key): value for key, value in self.steps.items()
+        }
+        step.definition = renamed
+        for dependant in self._successors[name]:
+            other = self.steps[dependant]
+            gates = tuple(new_name if g == name else g for g in other.definition.gates)
+            other.definition = dataclasses.replace(other.definition, gates=gates)
+        event = self._event(EventKind.STEP_EDITED, actor, new_name,
+                            field="name", old=name, new=new_name)
+        return self._edited([event], actor)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _event(self, kind: EventKind, actor: str | None, step: str | None = None,
+               **detail: Any) -> Event:
+        return Event(kind, self.clock.now(), actor, step, detail)
+
+    def _ready_event(self, name: str, actor: str | None) -> Event:
+        step = self.steps[name]
+        return self._event(EventKind.STEP_READY, actor, name, reverting=self.reverting,
+                           owner=step.owner, groups=list(step.definition.groups))
+
+    def _end_events(self, actor: str) -> list[Event]:
+        if not self.ended:
+            return []
+        counts = {state.value: n for state, n in self.counts().items()}
+        log.info("flow %s ended (%s)", self.name, "reverted" if self.reverting else "finished")
+        return [self._event(EventKind.FLOW_ENDED, actor, reverting=self.reverting, counts=counts)]
+
+    def _check_owner(self, step: RunStep, actor: str) -> None:
+        if step.owner is None:
+            raise Refusal(f"Step {step.name} is unassigned; {actor} must take it first "
+                          f"(gimme {step.name}).")
+        if step.owner != actor:
+            raise Refusal(f"Step {step.name} is owned by {step.owner}; only {step.owner} can "
+                          "change its state.")
+
+    def _check_forward_gates(self, step: RunStep) -> None:
+        if self._unmet[step.name]:
+            waiting = ", ".join(self.waiting_for(step.name))
+            raise Refusal(f"Step {step.name} is gated: it waits for {waiting} to finish.")
+
+    def _check_revertable(self, name: str, actor: str, target: StepState) -> RunStep:
+        step = self.step(name)
+        if not self.reverting:
+            raise Refusal(f"The flow is not reverting, so {name} cannot be reverted; a step "
+                          "must fail first.")
+        self._check_owner(step, actor)
+        if step.state is StepState.PENDING:
+            raise Refusal(f"Step {name} never started, so there is nothing to revert.")
+        if step.state.rank <= target.rank:
+            raise Refusal(f"Step {name} is {step.state.display(True)}; it cannot become "
+                          f"{target.value}.")
+        if self._blocking[name]:
+            waiting = ", ".join(self.waiting_for(name))
+            raise Refusal(f"Step {name} is gated: revert {waiting} first.")
+        return step
+
+    def _check_definition(self, new: StepDef, old: StepDef) -> None:
+        """Raise FlowError if `new` (replacing `old`) breaks a name rule or the gate graph."""
+        problems = step_problems(new)
+        for gate in new.gates:
+            if gate == new.name:
+                problems.append(Problem(f"a step cannot gate on itself ({gate!r})", step=new.name))
+            elif gate not in self.steps:
+                problems.append(Problem(f"gate {gate!r} names a missing step"
+                                        f"{did_you_mean(gate, self.steps)}", step=new.name))
+        if problems:
+            raise FlowError(problems)
+        if new.gates != old.gates or new.name not in self.steps:
+            graph = {n: s.definition.gates for n, s in self.steps.items()}
+            graph[new.name] = new.gates
+            cycle = find_cycle(graph)
+            if cycle is not None:
+                raise FlowError([Problem("gates would form a cycle: " + " -> ".join(cycle),
+                                         step=new.name)])
+
+    def _edited(self, events: list[Event], actor: str) -> list[Event]:
+        """Recompute gating after an edit and report steps that became ready through it."""
+        before = set(self._actionable)
+        self._rebuild()
+        events.extend(self._ready_event(n, actor) for n in self._actionable - before
+                      if n in self.steps)
+        return events
+
+    def _rebuild(self) -> None:
+        """Recompute positions, successors, gate counters and the actionable set from scratch."""
+        self._position = {name: i for i, name in enumerate(self.steps)}
+        self._successors: dict[str, list[str]] = {name: [] for name in self.steps}
+        for name, step in self.steps.items():
+            for gate in step.definition.gates:
+                self._successors[gate].append(name)
+        self._unmet = {
+            name: sum(self.steps[g].state is not StepState.FINISHED for g in s.definition.gates)
+            for name, s in self.steps.items()
+        }
+        self._blocking = {
+            name: sum(self.steps[x].state in STARTED_STATES for x in successors)
+            for name, successors in self._successors.items()
+        }
+        if self.reverting:
+            self._actionable = {n for n, s in self.steps.items()
+                                if s.state in STARTED_STATES and not self._blocking[n]}
+        else:
+            self._actionable = {n for n, s in self.steps.items()
+                                if s.state in FORWARD_STATES and not self._unmet[n]}

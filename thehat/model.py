@@ -1,0 +1,214 @@
+"""Flow definitions: steps, their fields and the checks that make a graph of them valid.
+
+A `StepDef` is the immutable definition of one step as a flow file states it. A `Flow` is an
+ordered, validated collection of them. The mutable part of a running flow (state, owner changes,
+times) lives in `thehat.engine`. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from thehat.errors import FlowError, Problem
+from thehat.names import did_you_mean, name_problem
+
+
+class StepState(enum.Enum):
+    """The state of a step in a run.
+
+    The value is the word shown in ">>> alice changed state of step x to <value>" lines, kept
+    from the original TheHat. A step only ever moves to a state of lower `rank`.
+    """
+
+    PENDING = "pending"
+    IN_PROGRESS = "in prog"
+    FINISHED = "done"
+    REVERTING = "reverting"
+    REVERTED = "reverted"
+    FAILED = "failed"
+
+    @property
+    def rank(self) -> int:
+        return _RANKS[self]
+
+    def display(self, reverting: bool = False) -> str:
+        """Return the name shown in status tables; finished steps await reversion once a run fails."""
+        if self is StepState.FINISHED:
+            return "pending reversion" if reverting else "finished"
+        return self.value
+
+
+_RANKS: Final = {
+    StepState.PENDING: 2,
+    StepState.IN_PROGRESS: 1,
+    StepState.FINISHED: 0,
+    StepState.REVERTING: -1,
+    StepState.REVERTED: -2,
+    StepState.FAILED: -3,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StepDef:
+    """One step of a flow as its file defines it.
+
+    Text fields are None when absent. `line` is where the step starts in its source file, for
+    error messages; it takes no part in comparisons.
+    """
+
+    name: str
+    description: str | None = None
+    owner: str | None = None
+    start_command: str | None = None
+    notify_at_start: tuple[str, ...] = ()
+    finish_command: str | None = None
+    notify_at_finish: tuple[str, ...] = ()
+    url: str | None = None
+    note: str | None = None
+    groups: tuple[str, ...] = ()
+    gates: tuple[str, ...] = ()
+    line: int | None = field(default=None, compare=False)
+
+
+# File key -> StepDef attribute, in the order `save` writes them (the original's order).
+FILE_KEYS: Final[dict[str, str]] = {
+    "step": "name",
+    "description": "description",
+    "owner": "owner",
+    "startCommand": "start_command",
+    "notifyAtStart": "notify_at_start",
+    "finishCommand": "finish_command",
+    "notifyAtFinish": "notify_at_finish",
+    "url": "url",
+    "note": "note",
+    "group": "groups",
+    "gates": "gates",
+}
+TEXT_KEYS: Final = frozenset({"description", "owner", "startCommand", "finishCommand", "url", "note"})
+RECIPIENT_KEYS: Final = frozenset({"notifyAtStart", "notifyAtFinish"})
+NAME_LIST_KEYS: Final = frozenset({"group", "gates"})
+
+
+def find_cycle(gates: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """Return one cycle of the gate graph as a path that ends where it starts, or None.
+
+    Gates naming steps outside `gates` are ignored. Iterative, so deep graphs are safe.
+
+    >>> find_cycle({"a": ["c"], "b": ["a"], "c": ["b"]})
+    ['a', 'c', 'b', 'a']
+    >>> find_cycle({"a": [], "b": ["a"]}) is None
+    True
+    """
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(gates, white)
+    for root in gates:
+        if colour[root] != white:
+            continue
+        path = [root]
+        iterators = [iter(gates[root])]
+        colour[root] = grey
+        while iterators:
+            for gate in iterators[-1]:
+                if gate not in colour:
+                    continue
+                if colour[gate] == grey:
+                    return path[path.index(gate):] + [gate]
+                if colour[gate] == white:
+                    colour[gate] = grey
+                    path.append(gate)
+                    iterators.append(iter(gates[gate]))
+                    break
+            else:
+                colour[path.pop()] = black
+                iterators.pop()
+    return None
+
+
+def graph_problems(steps: Mapping[str, StepDef]) -> list[Problem]:
+    """List what makes the gates of `steps` invalid: missing steps, self-gates and cycles."""
+    problems = []
+    for step in steps.values():
+        for gate in step.gates:
+            if gate == step.name:
+                problems.append(Problem(f"gates on itself ({gate!r}); remove it from 'gates'",
+                                        step.line, step.name))
+            elif gate not in steps:
+                problems.append(Problem(
+                    f"gate {gate!r} names a missing step{did_you_mean(gate, steps)}",
+                    step.line, step.name))
+    cycle = find_cycle({name: [g for g in s.gates if g != name] for name, s in steps.items()})
+    if cycle is not None:
+        first = steps[cycle[0]]
+        problems.append(Problem(
+            "gates form a cycle: " + " -> ".join(cycle) + " (each waits for the next)",
+            first.line, first.name))
+    return problems
+
+
+def step_problems(step: StepDef) -> list[Problem]:
+    """List what is wrong with one step's own fields (names of the step, its groups and gates)."""
+    problems = []
+    message = name_problem(step.name)
+    if message is not None:
+        problems.append(Problem(message, step.line, step.name or None))
+    for group in step.groups:
+        message = name_problem(group, "group name")
+        if message is not None:
+            problems.append(Problem(message, step.line, step.name))
+    for gate in step.gates:
+        message = name_problem(gate, "gate name")
+        if message is not None:
+            problems.append(Problem(message, step.line, step.name))
+    for attribute in ("description", "owner", "url"):
+        value = getattr(step, attribute)
+        if value is not None and ("\n" in value or "\r" in value):
+            problems.append(Problem(f"{attribute} must be a single line", step.line, step.name))
+    return problems
+
+
+class Flow:
+    """An ordered, validated set of step definitions.
+
+    Construction checks every step and the graph and raises `FlowError` listing all problems.
+    """
+
+    __slots__ = ("_steps",)
+
+    def __init__(self, steps: Iterable[StepDef], source: str | None = None) -> None:
+        ordered: dict[str, StepDef] = {}
+        problems: list[Problem] = []
+        for step in steps:
+            problems.extend(step_problems(step))
+            if step.name in ordered:
+                first = ordered[step.name].line
+                where = f" (first defined on line {first})" if first is not None else ""
+                problems.append(Problem(f"duplicate step name {step.name!r}{where}",
+                                        step.line, step.name))
+                continue
+            ordered[step.name] = step
+        if not problems:
+            problems.extend(graph_problems(ordered))
+        if problems:
+            raise FlowError(problems, source)
+        self._steps = ordered
+
+    @property
+    def steps(self) -> Mapping[str, StepDef]:
+        return self._steps
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._steps.values())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Flow):
+            return NotImplemented
+        return list(self._steps.values()) == list(other._steps.values())
+
+    def __repr__(self) -> str:
+        return f"Flow({list(self._steps)!r})"
