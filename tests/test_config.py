@@ -1,0 +1,106 @@
+"""Configuration parsing: the original's layout, defaults and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from thehat.config import load_config, parse_config
+from thehat.errors import ConfigError
+
+ORIGINAL_LAYOUT = """\
+wfengine: {
+ datadir: 'flows',
+ webdir: 'www',
+ bindaddr: '0.0.0.0',
+ bindport: '8808',
+ baseurl: "http://localhost",
+ svnroot: "file:///srv/svn",
+ debuglevel: 1,
+ renderers: [
+  WorkflowDigraph
+ ],
+ allowExec: false,
+ vcs: {
+   class: 'Subversion',
+   root: 'file:///srv/svn'
+ }
+}
+
+thehat-irc: {
+ nic: mybot,
+ name: MyBot,
+ channel: mychannel,
+ server: irc.example.net,
+ port: 6667
+}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "thehat.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_original_layout_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ORIGINAL_LAYOUT))
+    engine = config.engine
+    assert engine.datadir == tmp_path / "flows"
+    assert engine.webdir == tmp_path / "www"
+    assert engine.bindport == 8808
+    assert engine.baseurl == "http://localhost:8808"
+    assert engine.allow_exec is False
+    assert engine.renderers == ("digraph",)
+    assert engine.vcs is not None and engine.vcs.kind == "Subversion"
+    assert config.sections["thehat-irc"]["nic"] == "mybot"
+
+
+def test_no_file_gives_defaults() -> None:
+    config = load_config(None)
+    assert config.engine.bindaddr == "127.0.0.1"
+    assert config.engine.datadir.name == "thehat"
+    assert config.engine.allow_exec is False
+
+
+@pytest.mark.parametrize("value, expected", [("'true'", True), ("true", True), ("yes", True),
+                                             ("'off'", False), ("false", False)])
+def test_allow_exec_forms(tmp_path: Path, value: str, expected: bool) -> None:
+    config = load_config(write(tmp_path, f"wfengine:\n  allowExec: {value}\n"))
+    assert config.engine.allow_exec is expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("wfengine:\n  allowexec: true\n", "unknown key wfengine.allowexec (did you mean 'allowExec'?)"),
+    ("wfengine:\n  bindport: http\n", "wfengine.bindport is 'http'; use a port number"),
+    ("wfengine:\n  allowExec: maybe\n", "wfengine.allowExec is 'maybe'; use true or false"),
+    ("wfengine:\n  renderers: [WorkflowDigrap]\n",
+     "unknown renderer 'WorkflowDigrap' (did you mean 'WorkflowDigraph'"),
+    ("wfengine:\n  vcs: {class: Cvs}\n", "wfengine.vcs.class is 'Cvs'; accepted: Git, Subversion"),
+    ("wfengine:\n  timezone: Mars/Olympus\n", "wfengine.timezone 'Mars/Olympus' is not a known"),
+    ("- a\n- b\n", "the top level must be a mapping"),
+    ("wfengine: [1]\n", "wfengine must be a mapping"),
+    ("wfengine: {datadir: [a]}\n", "wfengine.datadir must be a single value"),
+])
+def test_errors_name_key_and_value(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_file_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration file .*nosuch.yaml"):
+        load_config(tmp_path / "nosuch.yaml")
+
+
+def test_invalid_yaml_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="thehat.yaml: invalid YAML"):
+        load_config(write(tmp_path, "wfengine: {datadir: [\n"))
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert parse_config(None).engine.bindport == 8808
+    assert load_config(write(tmp_path, "# nothing yet\n")).engine.bindport == 8808

@@ -1,0 +1,603 @@
+"""The command language: a declarative table of command words, their arguments and help.
+
+`execute` parses one line of text from a user, runs the matching handler against the daemon and
+returns an `Outcome`: the reply lines for the speaker, the events caused, and the lines that the
+other conversations attached to the same run should see. Command words, their arguments and
+meanings are the original TheHat's; every command that takes several step or group names
+accepts commas, spaces or both between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from thehat import __version__
+from thehat.engine import Run
+from thehat.errors import CommandError, FlowError, Refusal, TheHatError
+from thehat.events import Event
+from thehat.model import StepDef
+from thehat.names import did_you_mean, name_problem
+from thehat.status import event_lines, format_table, format_time, status_block
+
+if TYPE_CHECKING:
+    from thehat.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+SECTIONS: Final = ("progression", "information", "operations", "editing", "diagnostic")
+
+
+@dataclass
+class Outcome:
+    """What one command line produced.
+
+    `lines` go to the speaker; `events` and `notices` go to `audience`, the other conversations
+    attached to the run the command acted on (filled in by the daemon).
+    """
+
+    lines: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    run_name: str | None = None
+    notices: list[str] = field(default_factory=list)
+    status_header: str | None = None
+    quit: bool = False
+    audience: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """Everything a handler needs: who speaks where, the arguments, and the daemon."""
+
+    daemon: Daemon
+    conversation_id: str
+    user: str
+    word: str
+    args: str
+    outcome: Outcome
+
+    @property
+    def run(self) -> Run | None:
+        return self.daemon.run_for(self.conversation_id)
+
+    def require_run(self) -> Run:
+        run = self.run
+        if run is None:
+            raise CommandError("No flow is loaded here; load one with load <flow> "
+                               "(ls lists them) or create one with new <flow>.")
+        self.outcome.run_name = run.name
+        return run
+
+    def reply(self, *lines: str) -> None:
+        self.outcome.lines.extend(lines)
+
+    def emit(self, events: list[Event]) -> None:
+        """Record events and announce them to the speaker."""
+        self.outcome.events.extend(events)
+        self.outcome.lines.extend(event_lines(events))
+
+    def notice(self, line: str) -> None:
+        """Tell the other conversations attached to the run (not the speaker)."""
+        self.outcome.notices.append(line)
+
+
+Handler = Callable[[Context], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command word: how it is typed, what it does, and who handles it."""
+
+    name: str
+    usage: str
+    summary: str
+    section: str
+    handler: Handler
+    aliases: tuple[str, ...] = ()
+    changes: bool = False
+    details: str = ""
+
+
+COMMANDS: dict[str, Command] = {}
+_LOOKUP: dict[str, Command] = {}
+
+
+def command(name: str, usage: str, summary: str, section: str, *, aliases: tuple[str, ...] = (),
+            changes: bool = False, details: str = "") -> Callable[[Handler], Handler]:
+    """Register a handler in the command table under `name` and its aliases."""
+
+    def register(handler: Handler) -> Handler:
+        entry = Command(name, usage, summary, section, handler, aliases, changes, details)
+        COMMANDS[name] = entry
+        for word in (name, *aliases):
+            _LOOKUP[word.casefold()] = entry
+        return handler
+
+    return register
+
+
+def lookup(word: str) -> Command | None:
+    """Find a command by name or alias, ignoring case."""
+    return _LOOKUP.get(word.casefold())
+
+
+def command_words() -> list[str]:
+    """Return every command name and alias, for completion."""
+    return sorted({w for c in COMMANDS.values() for w in (c.name, *c.aliases)})
+
+
+def split_names(text: str) -> list[str]:
+    """Split a list of names at commas, whitespace or both.
+
+    >>> split_names("a, b c,,d ")
+    ['a', 'b', 'c', 'd']
+    """
+    return [part for part in re.split(r"[\s,]+", text.strip()) if part]
+
+
+def execute(daemon: Daemon, conversation_id: str, user: str, text: str) -> Outcome:
+    """Run one command line from `user` in a conversation and return what it produced.
+
+    Expected failures become reply lines; anything else is logged and answered with a short
+    generic line, so a bug never leaks a traceback into a chat room.
+    """
+    outcome = Outcome()
+    word, _, args = text.strip().partition(" ")
+    if not word:
+        word = "status"
+    entry = lookup(word)
+    if entry is None:
+        outcome.lines.append(f"Unknown command {word!r}{did_you_mean(word, command_words())}; "
+                             "say help for the list of commands.")
+        return outcome
+
+    context = Context(daemon, conversation_id, user, word, args.strip(), outcome)
+    run = context.run
+    if run is not None:
+        outcome.run_name = run.name
+    try:
+        entry.handler(context)
+    except TheHatError as exc:
+        outcome.lines.append(str(exc))
+    except Exception:
+        log.exception("command %r from %s in %s failed", text, user, conversation_id)
+        outcome.lines.append(f"Internal error while running {entry.name}; it was logged. "
+                             "The flow state is unchanged unless a line above says otherwise.")
+    if entry.changes and outcome.status_header is None and context.run is not None:
+        outcome.status_header = "(status)"
+    if outcome.status_header is not None:
+        outcome.lines.extend(daemon.status(context.run, outcome.status_header))
+    return outcome
+
+
+def for_each_step(context: Context, names: list[str],
+                  action: Callable[[Run, str], list[Event]]) -> None:
+    """Apply `action` to each named step; a refusal of one step does not stop the others."""
+    run = context.require_run()
+    for name in names:
+        try:
+            context.emit(action(run, name))
+        except (Refusal, FlowError) as exc:
+            context.reply(str(exc))
+
+
+def usage_error(context: Context) -> CommandError:
+    entry = lookup(context.word)
+    assert entry is not None
+    return CommandError(f"usage: {entry.usage}")
+
+
+# -- progression ------------------------------------------------------------------------------
+
+@command("gimme", "gimme <step>[,<step>...]", "Take ownership of steps.", "progression",
+         changes=True)
+def gimme(context: Context) -> None:
+    names = split_names(context.args)
+    if not names:
+        raise usage_error(context)
+    for_each_step(context, names, lambda run, n: run.set_owner(n, context.user, context.user))
+
+
+@command("giveto", "giveto <owner> <step>[,<step>...]", "Give steps to someone.",
+         "progression", changes=True)
+def giveto(context: Context) -> None:
+    owner, _, rest = context.args.partition(" ")
+    names = split_names(rest)
+    if not owner or not names:
+        raise usage_error(context)
+    for_each_step(context, names, lambda run, n: run.set_owner(n, owner, context.user))
+
+
+def give_groups(context: Context, groups: list[str], owner: str) -> None:
+    run = context.require_run()
+    known = run.groups()
+    context.reply(f"Giving step group(s) {', '.join(groups)} to {owner}...")
+    for group in groups:
+        if group not in known:
+            context.reply(f"No step is in group {group!r}{did_you_mean(group, known)}.")
+    for step in run.steps_in_groups(groups):
+        context.emit(run.set_owner(step.name, owner, context.user))
+
+
+@command("gimmegroup", "gimmegroup <group>[,<group>...]", "Take every step of the groups.",
+         "progression", changes=True)
+def gimmegroup(context: Context) -> None:
+    groups = split_names(context.args)
+    if not groups:
+        raise usage_error(context)
+    give_groups(context, groups, context.user)
+
+
+@command("givegroupto", "givegroupto <group>[,<group>...] <owner>",
+         "Give every step of the groups to someone.", "progression", changes=True,
+         details="The owner is the rest of the line after the first word.")
+def givegroupto(context: Context) -> None:
+    first, _, owner = context.args.partition(" ")
+    groups = split_names(first)
+    owner = owner.strip()
+    if not groups or not owner:
+        raise usage_error(context)
+    give_groups(context, groups, owner)
+
+
+@command("gimmeall", "gimmeall", "Take ownership of every step.", "progression", changes=True)
+def gimmeall(context: Context) -> None:
+    run = context.require_run()
+    for name in list(run.steps):
+        context.emit(run.set_owner(name, context.user, context.user))
+
+
+@command("start", "start <step>[,<step>...]", "Start ready steps you own.", "progression",
+         changes=True)
+def start(context: Context) -> None:
+    names = split_names(context.args)
+    if not names:
+        raise usage_error(context)
+    for_each_step(context, names, lambda run, n: run.start(n, context.user))
+
+
+@command("finish", "finish <step>[,<step>...]", "Finish steps you own, started or not.",
+         "progression", changes=True)
+def finish(context: Context) -> None:
+    names = split_names(context.args)
+    if not names:
+        raise usage_error(context)
+    for_each_step(context, names, lambda run, n: run.finish(n, context.user))
+
+
+@command("fail", "fail <step>", "Fail a ready or in-progress step and start the reversion.",
+         "progression", changes=True,
+         details="Steps that never started are excluded; every started step must then be "
+                 "reverted, each once the steps after it are reverted.")
+def fail(context: Context) -> None:
+    names = split_names(context.args)
+    if len(names) != 1:
+        raise usage_error(context)
+    for_each_step(context, names, lambda run, n: run.fail(n, context.user))
+
+
+@command("reverting", "reverting <step>[,<step>...]", "Say you are undoing started steps.",
+         "progression", changes=True)
+def reverting(context: Context) -> None:
+    names = split_names(context.args)
+    if not names:
+        raise usage_error(context)
+    for_each_step(context, names, lambda run, n: run.mark_reverting(n, context.user))
+
+
+@command("reverted", "reverted <step>[,<step>...]", "Say started steps are undone.",
+         "progression", changes=True)
+def reverted(context: Context) -> None:
+    names = split_names(context.args)
+    if not names:
+        raise usage_error(context)
+    for_each_step(context, names, lambda run, n: run.revert(n, context.user))
+
+
+# -- information ------------------------------------------------------------------------------
+
+@command("status", "status", "Show the steps that need attention now.", "information")
+def status(context: Context) -> None:
+    context.outcome.status_header = "status request"
+    if context.run is None:
+        context.reply(*context.daemon.status(None, ""))
+        context.outcome.status_header = None
+
+
+@command("list", "list", "List every step with its groups, owner and description.",
+         "information")
+def list_steps(context: Context) -> None:
+    run = context.require_run()
+    rows = [("NAME", "STATE", "OWNER", "GROUPS", "DESCRIPTION")]
+    for step in sorted(run.steps.values(), key=lambda s: s.name):
+        rows.append((step.name, step.state.display(run.reverting), step.owner or "",
+                     ", ".join(step.definition.groups), step.definition.description or ""))
+    context.reply(*format_table(rows) if len(rows) > 1 else ["The flow has no steps."])
+
+
+@command("dump", "dump", "Show every step with all its fields, state and times.",
+         "information")
+def dump(context: Context) -> None:
+    from renderers.text import render_text
+
+    run = context.require_run()
+    context.reply(*render_text(run, context.daemon.zone).splitlines())
+
+
+@command("date", "date", "Show the engine's time.", "information", aliases=("time",))
+def date(context: Context) -> None:
+    context.reply(f"Workflow engine time is: {format_time(context.daemon.clock.now(), context.daemon.zone)}")
+
+
+@command("version", "version", "Show the version of thehat.", "information")
+def version(context: Context) -> None:
+    context.reply(f"thehat version {__version__}")
+
+
+@command("hello", "hello", "Say hello.", "information", aliases=("hi", "howdee", "ping"))
+def hello(context: Context) -> None:
+    context.reply(f"Hello {context.user}!  I am a workflow engine. Please ask me for help if "
+                  "you have any questions.",
+                  "I accept commands of the form <command> [<param1>[...<paramN>]]")
+
+
+@command("help", "help [<command>]", "List the commands, or explain one.", "information")
+def help_command(context: Context) -> None:
+    word = context.args.split()[0] if context.args.split() else ""
+    if word:
+        entry = lookup(word)
+        if entry is None:
+            raise CommandError(f"No command {word!r}{did_you_mean(word, command_words())}.")
+        context.reply(f"usage: {entry.usage}", entry.summary)
+        if entry.details:
+            context.reply(entry.details)
+        if entry.aliases:
+            context.reply("Also: " + ", ".join(entry.aliases))
+        return
+    for section in SECTIONS:
+        entries = sorted((c for c in COMMANDS.values() if c.section == section),
+                         key=lambda c: c.name)
+        context.reply(f"{section}:")
+        context.reply(*("  " + line for line in format_table(
+            [(c.usage, c.summary) for c in entries])))
+    context.reply("Say help <command> for details. Step and group lists take commas, spaces "
+                  "or both.")
+
+
+# -- operations -------------------------------------------------------------------------------
+
+@command("ls", "ls", "List the flow files in the data directory.", "operations")
+def ls(context: Context) -> None:
+    flows = context.daemon.datadir.list_flows()
+    if not flows:
+        context.reply(f"No flow files in {context.daemon.datadir.root} yet; save one with "
+                      "save <name>.")
+        return
+    rows = [("NAME", "SIZE", "MODIFIED", "RUN")]
+    for info in flows:
+        active = "active" if info.name in context.daemon.runs else ""
+        rows.append((info.name, str(info.size), format_time(info.modified, context.daemon.zone),
+                     active))
+    context.reply(*format_table(rows))
+
+
+@command("load", "load <flow>", "Load a flow from the data directory and attach here.",
+         "operations",
+         details="If the flow is already running, this conversation joins that run; use "
+                 "reload to start it over from its file.")
+def load(context: Context) -> None:
+    names = context.args.split()
+    if len(names) != 1:
+        raise usage_error(context)
+    context.daemon.load(context, names[0], fresh=False)
+
+
+@command("reload", "reload", "Start the attached flow over from its file.", "operations")
+def reload(context: Context) -> None:
+    run = context.require_run()
+    context.daemon.load(context, run.name, fresh=True)
+
+
+@command("unload", "unload", "End the attached run and detach every conversation from it.",
+         "operations")
+def unload(context: Context) -> None:
+    run = context.require_run()
+    context.daemon.unload(run.name)
+    context.reply(f"Unloaded flow {run.name}; all steps, states and modes cleared.")
+    context.notice(f"{context.user} unloaded flow {run.name}; load a flow to continue.")
+
+
+@command("restore", "restore <flow>", "Attach here to a run of the flow that is active.",
+         "operations")
+def restore(context: Context) -> None:
+    names = context.args.split()
+    if len(names) != 1:
+        raise usage_error(context)
+    context.daemon.restore(context, names[0])
+
+
+@command("new", "new <flow>", "Create an empty flow and attach here.", "editing")
+def new(context: Context) -> None:
+    names = context.args.split()
+    if len(names) != 1:
+        raise usage_error(context)
+    context.daemon.new(context, names[0])
+
+
+@command("save", "save [<flow>]", "Save the attached flow, optionally under a new name.",
+         "editing",
+         details="Saves current owners and gates into <datadir>/<flow>.flow, atomically.")
+def save(context: Context) -> None:
+    names = context.args.split()
+    if len(names) > 1:
+        raise usage_error(context)
+    context.daemon.save(context, names[0] if names else None)
+
+
+@command("dryrun", "dryrun [<step to fail>]",
+         "Simulate the rest of the run on a copy, optionally failing one step.", "diagnostic",
+         details="The live run is not changed: owners, states and times stay as they are.")
+def dryrun(context: Context) -> None:
+    from thehat.simulation import simulate
+
+    names = split_names(context.args)
+    if len(names) > 1:
+        raise usage_error(context)
+    run = context.require_run()
+    context.reply(*simulate(run, names[0] if names else None))
+
+
+@command("quit", "quit", "Leave (the terminal) or stop the bot.", "operations",
+         aliases=("shutdown", "exit"))
+def quit_command(context: Context) -> None:
+    context.outcome.quit = True
+    context.reply("Bye.")
+
+
+# -- editing ----------------------------------------------------------------------------------
+
+@command("addstep", "addstep <step>[,<step>...]", "Add pending, unassigned steps.", "editing",
+         changes=True)
+def addstep(context: Context) -> None:
+    names = split_names(context.args)
+    if not names:
+        raise usage_error(context)
+    for_each_step(context, names, lambda run, n: run.add_step(StepDef(n), context.user))
+
+
+@command("addsequence", "addsequence <step>[,<step>...] [<gate>[,<gate>...]]",
+         "Add steps that run one after another, optionally gated on existing steps.", "editing",
+         changes=True)
+def addsequence(context: Context) -> None:
+    parts = context.args.split()
+    if not parts or len(parts) > 2:
+        raise usage_error(context)
+    run = context.require_run()
+    names = split_names(parts[0])
+    heads = split_names(parts[1]) if len(parts) == 2 else []
+    missing = [h for h in heads if h not in run.steps]
+    if missing:
+        raise CommandError("; ".join(f"Step {m} does not exist{did_you_mean(m, run.steps)}"
+                                     for m in missing) + " - nothing added.")
+    previous: tuple[str, ...] = tuple(heads)
+    for name in names:
+        try:
+            context.emit(run.add_step(StepDef(name, gates=previous), context.user))
+        except (Refusal, FlowError) as exc:
+            context.reply(str(exc), "The rest of the sequence was not added.")
+            return
+        previous = (name,)
+
+
+@command("delstep", "delstep <step>[,<step>...] [force]", "Delete steps.", "editing",
+         changes=True,
+         details="A step that other steps gate on is kept unless you add 'force' "
+                 "(or --force); then the gates on it are dropped too.")
+def delstep(context: Context) -> None:
+    names = split_names(context.args)
+    force = any(n in ("force", "--force", "-f") for n in names)
+    names = [n for n in names if n not in ("force", "--force", "-f")]
+    if not names:
+        raise usage_error(context)
+    for_each_step(context, names, lambda run, n: run.remove_step(n, context.user, force=force))
+
+
+SET_PROPERTIES: Final = (
+    "name", "owner", "description", "url", "note", "startCommand", "finishCommand",
+    "notifyAtStart", "notifyAtFinish", "group", "groups", "addgroup", "delgroup",
+    "gate", "gates", "addgate", "delgate",
+)
+_TEXT_PROPERTIES: Final = {
+    "description": "description", "url": "url", "note": "note",
+    "startcommand": "start_command", "finishcommand": "finish_command",
+}
+
+
+@command("set", "set <step>[,<step>...] <property> [<value>]", "Change a property of steps.",
+         "editing", changes=True,
+         details="Properties: " + " ".join(SET_PROPERTIES) + ". The value is the rest of the "
+                 "line; an empty value clears the property. Lists take commas or spaces.")
+def set_property(context: Context) -> None:
+    parts = context.args.split(None, 2)
+    if len(parts) < 2:
+        raise usage_error(context)
+    names = split_names(parts[0])
+    prop = parts[1]
+    value = parts[2].strip() if len(parts) == 3 else ""
+    if prop.casefold() not in {p.casefold() for p in SET_PROPERTIES}:
+        raise CommandError(f"{prop!r} is not a step property{did_you_mean(prop, SET_PROPERTIES)};"
+                           f" properties: {', '.join(SET_PROPERTIES)}.")
+    if prop.casefold() == "name" and len(names) != 1:
+        raise CommandError("set ... name renames one step at a time.")
+    for_each_step(context, names, lambda run, n: set_one(run, n, prop.casefold(), value,
+                                                        context.user))
+
+
+def set_one(run: Run, name: str, prop: str, value: str, actor: str) -> list[Event]:
+    """Apply one `set` to one step; `prop` is the case-folded property word."""
+    step = run.step(name)
+    if prop == "name":
+        return run.rename_step(name, value, actor)
+    if prop == "owner":
+        return run.set_owner(name, value or None, actor)
+    if prop in _TEXT_PROPERTIES:
+        return run.update_step(name, actor, **{_TEXT_PROPERTIES[prop]: value or None})
+    if prop in ("notifyatstart", "notifyatfinish"):
+        attribute = "notify_at_start" if prop == "notifyatstart" else "notify_at_finish"
+        return run.update_step(name, actor, **{attribute: tuple(split_names(value))})
+
+    items = split_names(value)
+    attribute = "gates" if "gate" in prop else "groups"
+    current = list(getattr(step.definition, attribute))
+    if prop.startswith("add"):
+        new = current + [i for i in items if i not in current]
+    elif prop.startswith("del"):
+        missing = [i for i in items if i not in current]
+        if missing:
+            kind = "gate" if attribute == "gates" else "group"
+            raise Refusal(f"Step {name} has no {kind} {', '.join(missing)}; nothing changed.")
+        new = [i for i in current if i not in items]
+    else:
+        new = list(dict.fromkeys(items))
+    if attribute == "groups":
+        for group in new:
+            problem = name_problem(group, "group name")
+            if problem is not None:
+                raise Refusal(problem[0].upper() + problem[1:] + ".")
+    return run.update_step(name, actor, **{attribute: tuple(new)})
+
+
+# -- words that later versions implement ------------------------------------------------------
+
+def _not_yet(what: str) -> Handler:
+    def handler(context: Context) -> None:
+        context.reply(f"{context.word} is not available yet: {what} arrive in a later version "
+                      "of thehat.")
+    return handler
+
+
+for _name, _usage, _summary, _section, _what in (
+    ("exec", "exec <command>", "Run a shell command on the bot's host (admins only).",
+     "diagnostic", "host commands"),
+    ("tictoc", "tictoc", "Run the clock pass now.", "operations", "clock owners"),
+    ("run", "run", "Switch clock and notification processing on.", "operations",
+     "clock owners and notifications"),
+    ("stop", "stop", "Switch clock and notification processing off.", "operations",
+     "clock owners and notifications"),
+    ("clockProcessing", "clockProcessing [on|off]", "Show or switch clock processing.",
+     "operations", "clock owners"),
+    ("notificationProcessing", "notificationProcessing [on|off]",
+     "Show or switch mail notifications.", "operations", "mail notifications"),
+    ("idleprompt", "idleprompt <minutes>", "Re-post the status after minutes without activity.",
+     "operations", "idle prompts"),
+    ("checkout", "checkout <path> [<branch>]", "Check out flows from version control.",
+     "editing", "version control commands"),
+    ("commit", "commit <path> [<message>]", "Commit flows to version control.", "editing",
+     "version control commands"),
+    ("history", "history [<step>...]", "Show recent audit entries.", "information",
+     "the audit history and the run store"),
+):
+    command(_name, _usage, _summary, _section)(_not_yet(_what))

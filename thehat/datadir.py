@@ -1,0 +1,115 @@
+"""The data directory: where flow files live, addressed by flow name.
+
+A flow's name is its path relative to the data directory without the `.flow` suffix
+(`toast`, `releases/r1`). Names typed in chat can reach only files inside the directory: no
+absolute paths, no `..`, and no symbolic link that leads out of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Final
+
+from thehat.errors import CommandError
+from thehat.flowfile import load_flow, save_flow
+from thehat.model import Flow
+
+log = logging.getLogger(__name__)
+
+FLOW_SUFFIX: Final = ".flow"
+_NAME_PART = re.compile(r"[\w.-]+")
+
+
+class InvalidFlowName(CommandError):
+    """A flow name that could reach outside the data directory or is not a plain name."""
+
+
+@dataclass(frozen=True)
+class FlowFileInfo:
+    """One flow file found in the data directory."""
+
+    name: str
+    size: int
+    modified: datetime
+
+
+def flow_name_problem(name: str) -> str | None:
+    """Return why `name` cannot name a flow in the data directory, or None.
+
+    >>> flow_name_problem("releases/r1") is None
+    True
+    >>> flow_name_problem("../etc/passwd")
+    "'..' is not allowed in a flow name"
+    """
+    if not name:
+        return "the flow name is empty"
+    if name.startswith("/") or "\\" in name:
+        return "a flow name is relative to the data directory; drop the leading '/'"
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            return f"{part or '//'!r} is not allowed in a flow name"
+        if not _NAME_PART.fullmatch(part):
+            return (f"{part!r} is not allowed in a flow name; use letters, digits, '_', '-', "
+                    "'.' and '/' between directories")
+    return None
+
+
+class DataDirectory:
+    """Flow files under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, name: str) -> Path:
+        """Return the file of flow `name`; raise InvalidFlowName if it would leave the root."""
+        if name.endswith(FLOW_SUFFIX):
+            name = name[: -len(FLOW_SUFFIX)]
+        problem = flow_name_problem(name)
+        if problem is not None:
+            raise InvalidFlowName(f"Invalid flow name {name!r}: {problem}.")
+        path = self.root / (name + FLOW_SUFFIX)
+        root = self.root.resolve()
+        resolved = path.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise InvalidFlowName(f"Flow {name!r} leads outside the data directory "
+                                  "(through a symbolic link); it cannot be used.")
+        return path
+
+    def read(self, name: str) -> Flow:
+        """Load flow `name`; raises FlowError (file, line, cause) or InvalidFlowName."""
+        return load_flow(self.path_for(name))
+
+    def write(self, name: str, flow: Flow) -> Path:
+        """Save `flow` as `name` atomically, creating directories as needed; return the path."""
+        path = self.path_for(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CommandError(f"Cannot create directory {path.parent}: {exc.strerror}.") from exc
+        save_flow(flow, path)
+        log.info("saved flow %s to %s", name, path)
+        return path
+
+    def list_flows(self) -> list[FlowFileInfo]:
+        """List the flow files below the root, sorted by name; hidden directories are skipped."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        root = self.root.resolve()
+        for path in self.root.rglob("*" + FLOW_SUFFIX):
+            relative = path.relative_to(self.root)
+            if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+                continue
+            if root not in path.resolve().parents:
+                continue
+            stat = path.stat()
+            found.append(FlowFileInfo(
+                name=relative.as_posix()[: -len(FLOW_SUFFIX)],
+                size=stat.st_size,
+                modified=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+            ))
+        return sorted(found, key=lambda info: info.name)
