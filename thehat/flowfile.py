@@ -19,12 +19,14 @@ This module does not resolve a flow name to a path: callers pass paths.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import re
 import secrets
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, NoReturn
 
 import yaml
@@ -37,6 +39,7 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from thehat.errors import FlowError, Problem, TheHatError
+from thehat.flowscan import compose_plain_layout
 from thehat.model import (FILE_KEYS, RECIPIENT_KEYS, TEXT_KEYS, Flow, StepDef,
                           graph_problems)
 from thehat.names import did_you_mean
@@ -53,8 +56,9 @@ NODES_PER_LINE: Final = 20
 # Node counts stop growing here, so counting a "billion laughs" file stays cheap.
 _COUNT_CAP: Final = 10**12
 # About 25,000 steps of 160 bytes. Larger files are rejected before parsing.
-# NOTE: PyYAML's pure-Python parser reads roughly 0.25 MB/s (an estimate from one machine),
-# so a file near this limit takes about 15 seconds to load.
+# NOTE: files outside the plain layout of thehat.flowscan go through PyYAML's pure-Python
+# parser, which reads roughly 0.25 MB/s (an estimate from one machine), so such a file near
+# this limit takes about 15 seconds to load.
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 
 _NULL_TAG: Final = "tag:yaml.org,2002:null"
@@ -485,12 +489,44 @@ def parse_flow(text: str, source: str) -> Flow:
     `source` names the file in messages. Raises `FlowError` listing every problem found, sorted
     by line; no other exception escapes, whatever `text` contains.
     """
-    root, problems = _compose(text)
+    with _collection_paused():
+        root = compose_plain_layout(text)
+        if root is not None:
+            # The plain layout has no aliases and no tags, so there is nothing to scan.
+            problems: list[Problem] = []
+        else:
+            root, problems = _compose(text)
+            _check_nodes(root, text, source, problems)
+        steps = _read_steps(root, problems)
+        flow = _build_flow(steps, source, problems)
+    if flow is None or problems:
+        problems.sort(key=lambda problem: problem.line or 0)
+        raise FlowError(problems, source)
+    return flow
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a flow's many small objects are built.
+
+    Building nodes and steps allocates hundreds of thousands of objects that form no cycles;
+    with the collector on, its repeated full passes over them cost more than the parsing.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check_nodes(root: Node | None, text: str, source: str, problems: list[Problem]) -> None:
+    """Raise FlowError when there is no document or aliases expand too far; note bad tags."""
     if root is None:
         if not problems:
             problems.append(Problem(_NO_DOCUMENT))
         raise FlowError(problems, source)
-
     size, distinct, tag_problems = _scan_nodes(root)
     budget = distinct + max(MIN_NODE_BUDGET, NODES_PER_LINE * (text.count("\n") + 1))
     if size > budget:
@@ -498,13 +534,6 @@ def parse_flow(text: str, source: str) -> Flow:
                                 "is not a flow, and a flow file needs no aliases", _line(root)))
         raise FlowError(problems, source)
     problems.extend(tag_problems)
-
-    steps = _read_steps(root, problems)
-    flow = _build_flow(steps, source, problems)
-    if flow is None or problems:
-        problems.sort(key=lambda problem: problem.line or 0)
-        raise FlowError(problems, source)
-    return flow
 
 
 def _build_flow(steps: Sequence[StepDef], source: str, problems: list[Problem]) -> Flow | None:
