@@ -328,3 +328,14 @@ async def _first_instance_serving(instances: list[WaitingFrontend]) -> None:
     while not instances:
         await asyncio.sleep(0.01)
     await instances[0].serving.wait()
+
+
+def test_tty_with_invalid_flow_exits_2(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.flow"
+    bad.write_text("- step: a\n  gates: [nosuch]\n", encoding="utf-8")
+    config = tmp_path / "thehat.yaml"
+    config.write_text(f"wfengine: {{datadir: '{tmp_path / 'data'}'}}\n", encoding="utf-8")
+    status = cli.main(["tty", "--user", "alice", "-c", str(config), str(bad)])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:1: step 'a': gate 'nosuch' names a missing step" in err

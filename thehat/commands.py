@@ -600,4 +600,4 @@ for _name, _usage, _summary, _section, _what in (
     ("history", "history [<step>...]", "Show recent audit entries.", "information",
      "the audit history and the run store"),
 ):
-    command(_name, _usage, _summary, _section)(_not_yet(_what))
+    command(_name, _usage, _summary[:-1] + " (not available yet).", _section)(_not_yet(_what))

@@ -115,7 +115,9 @@ def parse_config(document: Any, path: Path | None = None) -> Config:
         raise ConfigError(f"{source}: the top level must be a mapping of sections such as "
                           f"'wfengine:', not {type(document).__name__}")
     for section in document:
-        if section not in KNOWN_SECTIONS:
+        # Sections named thehat-<medium> belong to frontends, which may come from other
+        # packages, so only other names are suspect.
+        if section not in KNOWN_SECTIONS and not str(section).startswith("thehat-"):
             log.warning("%s: ignoring unknown section %r%s", source, section,
                         did_you_mean(str(section), KNOWN_SECTIONS))
     sections = {}

@@ -130,7 +130,8 @@ class Daemon:
         """Load a flow from a file path given on the command line and attach `conversation`.
 
         The run is named after the file (`examples/toast.flow` -> `toast`). If a run of that
-        name is active, the conversation joins it instead.
+        name is active, the conversation joins it instead. Raises FlowError (file, line and
+        cause of every problem) when the file does not load.
         """
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -146,12 +147,7 @@ class Daemon:
             outcome.lines.append(f"Flow {name} is already running; joined that run.")
             outcome.lines.extend(self.status(self.runs[name], "status"))
             return outcome
-        try:
-            flow = load_flow(path)
-        except FlowError as exc:
-            outcome.lines.append(f"Cannot load {path}:")
-            outcome.lines.extend(str(exc).splitlines())
-            return outcome
+        flow = load_flow(path)
         run = Run(name, flow, self.clock)
         self.runs[name] = run
         self.attachments[conversation_id] = name
