@@ -167,6 +167,7 @@ def test_toast_reversion_row_by_row(run: Run) -> None:
     assert actionable(run) == []
     assert run.ended
 
+    assert run.counts() == {StepState.REVERTED: 5, StepState.FAILED: 1, StepState.PENDING: 2}
     states = {name: step.state for name, step in run.steps.items()}
     assert states == {
         "adjusttoasting": StepState.REVERTED, "insertslice": StepState.FAILED,
@@ -236,6 +237,9 @@ def test_in_progress_step_blocks_reversion(run: Run) -> None:
 def test_clone_leaves_original_untouched(run: Run) -> None:
     copy = run.clone()
     copy.finish("openbread", "alice")
+    assert copy.counts() == {StepState.FINISHED: 1, StepState.PENDING: 7}
+    assert run.counts() == {StepState.PENDING: 8}
+    assert copy.step("openbread").definition is run.step("openbread").definition
     assert run.step("openbread").state is StepState.PENDING
     assert copy.step("openbread").state is StepState.FINISHED
     assert actionable(run) == ["openbread", "gettoaster"]

@@ -136,7 +136,8 @@ class Run:
         return list(self._successors[name])
 
     def counts(self) -> Counter[StepState]:
-        return Counter(step.state for step in self.steps.values())
+        """Return the number of steps in each state (kept up to date, so this is cheap)."""
+        return +self._counts
 
     def groups(self) -> list[str]:
         """Return every group name used by a step, in order of first use."""
@@ -152,8 +153,17 @@ class Run:
         return Flow(dataclasses.replace(s.definition, owner=s.owner) for s in self.steps.values())
 
     def clone(self) -> Run:
-        """Return an independent copy, for simulations that must leave this run untouched."""
-        return copy.deepcopy(self)
+        """Return an independent copy, for simulations that must leave this run untouched.
+
+        Step definitions are immutable, so the copy shares them.
+        """
+        twin = copy.copy(self)
+        twin.steps = {name: dataclasses.replace(step) for name, step in self.steps.items()}
+        twin._unmet = dict(self._unmet)
+        twin._blocking = dict(self._blocking)
+        twin._actionable = set(self._actionable)
+        twin._counts = Counter(self._counts)
+        return twin
 
     # -- ownership --------------------------------------------------------------------------
 
@@ -179,7 +189,7 @@ class Run:
             raise Refusal(f"Step {name} is already {step.state.display()}; it cannot start again.")
         self._check_forward_gates(step)
 
-        step.state = StepState.IN_PROGRESS
+        self._move(step, StepState.IN_PROGRESS)
         step.started_at = self.clock.now()
         return [self._event(EventKind.STEP_STARTED, actor, name)]
 
@@ -195,7 +205,7 @@ class Run:
         self._check_forward_gates(step)
 
         now = self.clock.now()
-        step.state = StepState.FINISHED
+        self._move(step, StepState.FINISHED)
         step.finished_at = now
         if step.started_at is None:
             step.started_at = now
@@ -227,7 +237,7 @@ class Run:
         in_progress = [[s.name, s.owner] for s in self.steps.values()
                        if s.state is StepState.IN_PROGRESS]
         events = [self._event(EventKind.REVERSION_STARTED, actor, name, in_progress=in_progress)]
-        step.state = StepState.FAILED
+        self._move(step, StepState.FAILED)
         step.failed_at = self.clock.now()
         self.failed_step = name
         self._rebuild()
@@ -240,13 +250,13 @@ class Run:
     def mark_reverting(self, name: str, actor: str) -> list[Event]:
         """Record that someone has begun to undo a started step (optional before `revert`)."""
         step = self._check_revertable(name, actor, StepState.REVERTING)
-        step.state = StepState.REVERTING
+        self._move(step, StepState.REVERTING)
         return [self._event(EventKind.STEP_REVERTING, actor, name)]
 
     def revert(self, name: str, actor: str) -> list[Event]:
         """Mark a started step reverted and release the steps it held back."""
         step = self._check_revertable(name, actor, StepState.REVERTED)
-        step.state = StepState.REVERTED
+        self._move(step, StepState.REVERTED)
         step.reverted_at = self.clock.now()
         self._actionable.discard(name)
         events = [self._event(EventKind.STEP_REVERTED, actor, name)]
@@ -324,6 +334,11 @@ class Run:
         return self._edited([event], actor)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _move(self, step: RunStep, state: StepState) -> None:
+        self._counts[step.state] -= 1
+        self._counts[state] += 1
+        step.state = state
 
     def _event(self, kind: EventKind, actor: str | None, step: str | None = None,
                **detail: Any) -> Event:
@@ -412,6 +427,7 @@ class Run:
             name: sum(self.steps[x].state in STARTED_STATES for x in successors)
             for name, successors in self._successors.items()
         }
+        self._counts = Counter(s.state for s in self.steps.values())
         if self.reverting:
             self._actionable = {n for n, s in self.steps.items()
                                 if s.state in STARTED_STATES and not self._blocking[n]}

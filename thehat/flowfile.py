@@ -55,11 +55,12 @@ MIN_NODE_BUDGET: Final = 100_000
 NODES_PER_LINE: Final = 20
 # Node counts stop growing here, so counting a "billion laughs" file stays cheap.
 _COUNT_CAP: Final = 10**12
-# About 25,000 steps of 160 bytes. Larger files are rejected before parsing.
+# About 70,000 steps of 230 bytes (every key written out). Larger files are rejected before
+# parsing.
 # NOTE: files outside the plain layout of thehat.flowscan go through PyYAML's pure-Python
 # parser, which reads roughly 0.25 MB/s (an estimate from one machine), so such a file near
-# this limit takes about 15 seconds to load.
-MAX_FILE_BYTES: Final = 4 * 1024 * 1024
+# this limit takes about a minute to load.
+MAX_FILE_BYTES: Final = 16 * 1024 * 1024
 
 _NULL_TAG: Final = "tag:yaml.org,2002:null"
 _STR_TAG: Final = "tag:yaml.org,2002:str"
@@ -562,7 +563,12 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
     source = os.fspath(path)
     try:
         with open(source, "rb") as file:
-            data = file.read(MAX_FILE_BYTES + 1)
+            # Size the read by the file, so a small file does not allocate the whole limit. A
+            # file that grew, or a pipe (size 0), is read on up to the limit.
+            size = os.fstat(file.fileno()).st_size
+            data = file.read(min(size, MAX_FILE_BYTES) + 1)
+            if len(data) > size:
+                data += file.read(MAX_FILE_BYTES + 1 - len(data))
     except OSError as exc:
         raise FlowError([Problem(f"cannot read the file: {_os_cause(exc)}; check the path and "
                                  "its permissions")], source) from exc
