@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import os
+import re
 import pty
 import queue
 import select
@@ -209,6 +210,53 @@ def test_piped_failure_reverts_to_the_end(config_path: Path, environ: dict[str, 
     assert lines.count(FLOW_ENDED) == 1
     assert lines.index(FLOW_ENDED) > lines.index(changed_line("gettoaster", "reverted"))
     assert lines.index(FLOW_ENDED) > lines.index(changed_line("insertslice", "failed"))
+
+
+def status_rows(block: str) -> list[str]:
+    """Return the NAME column of the status table in one reply."""
+    lines = block.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("OWNER"))
+    name_column = lines[header].index("NAME")
+    return [line[name_column:].split()[0] for line in lines[header + 1:]
+            if len(line) > name_column]
+
+
+def test_piped_reversion_status_row_by_row(config_path: Path,
+                                           environ: dict[str, str]) -> None:
+    finished = ["openbread", "gettoaster", "selectslice", "preptoaster", "adjusttoasting"]
+    commands = ["gimme " + " ".join(TOAST_STEPS)]
+    commands += [f"finish {step}" for step in finished]
+    commands += ["start insertslice", "fail insertslice", "start adjusttoasting",
+                 "reverting gettoaster", "reverting preptoaster", "reverted preptoaster",
+                 "reverted adjusttoasting", "reverted selectslice", "reverted toastbread",
+                 "reverted openbread", "reverted gettoaster", "reverted gettoaster", "quit"]
+
+    # `version` after each command marks where its reply ends.
+    marked = [line for command in commands for line in (command, "version")]
+    result = run_tty(config_path, environ, marked, str(TOAST))
+
+    assert result.returncode == 0, result.stderr
+    # The first reply also holds the status printed when the flow was opened.
+    replies = re.split(r"^thehat version .*\n", result.stdout, flags=re.MULTILINE)
+    after = dict(zip(commands, replies))
+    assert status_rows(after["fail insertslice"]) == ["adjusttoasting", "selectslice",
+                                                      "preptoaster"]
+    assert "pending reversion" in after["fail insertslice"]
+    assert "Don't start adjusttoasting: insertslice failed" in after["start adjusttoasting"]
+    assert ("gettoaster is gated: revert adjusttoasting, preptoaster first"
+            in after["reverting gettoaster"])
+    assert status_rows(after["reverting preptoaster"]) == ["adjusttoasting", "selectslice",
+                                                           "preptoaster"]
+    assert status_rows(after["reverted preptoaster"]) == ["adjusttoasting", "selectslice"]
+    assert status_rows(after["reverted adjusttoasting"]) == ["selectslice", "gettoaster"]
+    assert status_rows(after["reverted selectslice"]) == ["openbread", "gettoaster"]
+    assert ("toastbread never started, so there is nothing to revert"
+            in after["reverted toastbread"])
+    assert status_rows(after["reverted openbread"]) == ["gettoaster"]
+    last_two = replies[len(commands) - 3:len(commands) - 1]
+    assert FLOW_ENDED in last_two[0]
+    assert "All started steps are reverted; the flow has ended." in last_two[0]
+    assert "gettoaster is reverted; it cannot become reverted" in last_two[1]
 
 
 def test_piped_end_of_input_exits_zero(config_path: Path, environ: dict[str, str]) -> None:
