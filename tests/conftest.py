@@ -1,8 +1,12 @@
-"""Stop a CI run at once when a program that the tests run for real is missing.
+"""Session-wide test settings.
 
-Outside CI, tests may skip when a program they need is missing. In CI that would turn
-a missing install step into a green run, so the session ends with an error instead.
-scripts/test installs these programs.
+A CI run stops at once when a program that the tests run for real is missing. Outside CI,
+tests may skip when a program they need is missing. In CI that would turn a missing install
+step into a green run, so the session ends with an error instead. scripts/test installs these
+programs.
+
+Every test runs with its own XDG data and state directories, so no test can write to the
+real home directory through a default path.
 """
 
 from __future__ import annotations
@@ -37,3 +41,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             "scripts/test installs them (run it as root or with sudo)",
             returncode=pytest.ExitCode.USAGE_ERROR,
         )
+
+
+@pytest.fixture(autouse=True)
+def private_xdg_directories(tmp_path_factory: pytest.TempPathFactory,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point XDG_DATA_HOME and XDG_STATE_HOME at a fresh temporary directory."""
+    base = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_DATA_HOME", str(base / "data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))

@@ -19,7 +19,7 @@ import yaml
 from frontends.base import Frontend
 from frontends.tty import TerminalFrontend
 from thehat import __version__, cli
-from thehat.config import Config, load_config
+from thehat.config import Config, EngineConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TOAST = REPO / "examples" / "toast.flow"
@@ -298,9 +298,13 @@ def test_select_frontends_in_section_order(tmp_path: Path) -> None:
     assert selected == [WaitingFrontend, EndingFrontend]
 
 
+def tmp_config(tmp_path: Path) -> Config:
+    return Config(engine=EngineConfig(datadir=tmp_path / "data"))
+
+
 async def test_serve_frontends_stops_on_sigterm(
-        waiting_instances: list[WaitingFrontend]) -> None:
-    serving = asyncio.create_task(cli.serve_frontends(Config(), [WaitingFrontend]))
+        waiting_instances: list[WaitingFrontend], tmp_path: Path) -> None:
+    serving = asyncio.create_task(cli.serve_frontends(tmp_config(tmp_path), [WaitingFrontend]))
     await asyncio.wait_for(_first_instance_serving(waiting_instances), 10)
 
     # serve_frontends installs its handler before any frontend task runs, so SIGTERM
@@ -312,9 +316,10 @@ async def test_serve_frontends_stops_on_sigterm(
 
 
 async def test_serve_frontends_failure_exits_one(
-        waiting_instances: list[WaitingFrontend], caplog: pytest.LogCaptureFixture) -> None:
+        waiting_instances: list[WaitingFrontend], caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
     status = await asyncio.wait_for(
-        cli.serve_frontends(Config(), [FailingFrontend, WaitingFrontend]), 10)
+        cli.serve_frontends(tmp_config(tmp_path), [FailingFrontend, WaitingFrontend]), 10)
 
     assert status == 1
     assert waiting_instances[0].stopped.is_set()

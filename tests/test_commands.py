@@ -64,14 +64,13 @@ def test_original_command_words_exist() -> None:
     words = ("status list dump ls load reload unload new save restore addstep addsequence "
              "delstep set gimme giveto gimmegroup givegroupto gimmeall start finish fail "
              "reverting reverted dryrun help version date time hello exec tictoc run stop "
-             "clockProcessing notificationProcessing idleprompt checkout commit history")
+             "clockProcessing notificationProcessing idleprompt checkout commit history report")
     for word in words.split():
         assert commands.lookup(word) is not None, word
 
 
 def test_later_words_say_not_available(chat: Chat) -> None:
-    for word in ("exec ls", "tictoc", "clockProcessing on", "idleprompt 5", "checkout x",
-                 "history"):
+    for word in ("exec ls", "tictoc", "clockProcessing on", "idleprompt 5", "checkout x"):
         reply = chat.say(word)
         assert "is not available yet" in reply, word
 

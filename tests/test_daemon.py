@@ -132,7 +132,7 @@ def test_restore_attaches_active_run(daemon: Daemon) -> None:
     reply = say(daemon, "irc:#ops", "restore toast", user="bob")
     assert "Restored flow 'toast'." in reply
     assert daemon.run_for("irc:#ops") is daemon.runs["toast"]
-    assert "No active run of flow 'other'" in say(daemon, "irc:#ops", "restore other")
+    assert "No run of flow 'other' to restore" in say(daemon, "irc:#ops", "restore other")
 
 
 def test_new_edit_save_reload(daemon: Daemon, datadir: Path) -> None:

@@ -15,16 +15,20 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Final
+from zoneinfo import ZoneInfo
 
 from frontends.base import Frontend
 from frontends.tty import TerminalFrontend
 from thehat import __version__
 from thehat.config import Config, load_config
-from thehat.daemon import Daemon
+from thehat.daemon import open_daemon
 from thehat.errors import TheHatError
 from thehat.flowfile import validate_files
 from thehat.plugins import load_frontends
+from thehat.records import history_export, report_csv, report_text
+from thehat.store import DATABASE_NAME, SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="flow file to check")
     validate.set_defaults(handler=run_validate, default_log_level="WARNING")
 
+    history = subcommands.add_parser(
+        "history", parents=[common], help="export the audit history of a flow",
+        description="Print every journal entry of every run of FLOW from the run store in "
+                    "the data directory: who did what, where, when, and the result.")
+    history.add_argument("flow", metavar="FLOW", help="flow name, as in the data directory")
+    history.add_argument("--format", choices=("text", "csv", "json"), default="text",
+                         help="output format (default text; json includes the events)")
+    history.set_defaults(handler=run_history, default_log_level="WARNING")
+
+    report = subcommands.add_parser(
+        "report", parents=[common], help="print the change record of a flow's latest run",
+        description="Print, for each step of the latest run of FLOW, the owner, planned "
+                    "order, actual start and finish, duration, failure and reversion.")
+    report.add_argument("flow", metavar="FLOW", help="flow name, as in the data directory")
+    report.add_argument("--format", choices=("text", "csv"), default="text",
+                        help="output format (default text)")
+    report.set_defaults(handler=run_report, default_log_level="WARNING")
+
     version = subcommands.add_parser("version", parents=[common], help="print the version")
     version.set_defaults(handler=run_version, default_log_level="WARNING")
     return parser
@@ -143,7 +165,7 @@ def run_terminal(args: argparse.Namespace) -> int:
 
 
 async def _serve_terminal(config: Config, user: str, flow: str | None) -> None:
-    daemon = Daemon(config)
+    daemon = await asyncio.to_thread(open_daemon, config)
     try:
         await TerminalFrontend(daemon, config, user=user, flow=flow).serve()
     finally:
@@ -196,7 +218,7 @@ async def serve_frontends(config: Config, classes: Sequence[type[Frontend]]) -> 
     daemon. Returns 0, or 1 when a frontend failed unexpectedly (logged). Re-raises the
     first TheHatError a frontend raised (for example a missing library).
     """
-    daemon = Daemon(config)
+    daemon = await asyncio.to_thread(open_daemon, config)
     frontends = [cls(daemon, config) for cls in classes]
     tasks = {asyncio.create_task(frontend.serve(), name=f"frontend {frontend.name}"): frontend
              for frontend in frontends}
@@ -271,6 +293,46 @@ def run_validate(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return status
+
+
+def _open_store(args: argparse.Namespace) -> tuple[Config, SqliteStore]:
+    """Open the run store of the configured data directory for reading."""
+    config = load_config(args.config)
+    path = config.engine.datadir / DATABASE_NAME
+    if not path.is_file():
+        raise TheHatError(f"No run store at {path}: no flow has run with this data directory "
+                          "yet (check -c/--config).")
+    return config, SqliteStore(path)
+
+
+def run_history(args: argparse.Namespace) -> int:
+    """Run `thehat history FLOW`: print the whole journal of the flow's runs."""
+    config, store = _open_store(args)
+    try:
+        entries = store.history(args.flow)
+    finally:
+        store.close()
+    if not entries:
+        raise TheHatError(f"No history of flow {args.flow!r} in {store.path}.")
+    zone = ZoneInfo(config.engine.timezone) if config.engine.timezone else None
+    sys.stdout.write(history_export(entries, args.format, zone))
+    return EXIT_OK
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Run `thehat report FLOW`: print the change record of the flow's latest run."""
+    config, store = _open_store(args)
+    try:
+        record = store.latest_run(args.flow)
+    finally:
+        store.close()
+    if record is None:
+        raise TheHatError(f"No run of flow {args.flow!r} in {store.path}.")
+    zone = ZoneInfo(config.engine.timezone) if config.engine.timezone else None
+    now = datetime.now(timezone.utc)
+    render = report_csv if args.format == "csv" else report_text
+    sys.stdout.write(render(record, now, zone))
+    return EXIT_OK
 
 
 def run_version(args: argparse.Namespace) -> int:

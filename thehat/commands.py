@@ -36,7 +36,8 @@ class Outcome:
     """What one command line produced.
 
     `lines` go to the speaker; `events` and `notices` go to `audience`, the other conversations
-    attached to the run the command acted on (filled in by the daemon).
+    attached to the run the command acted on (filled in by the daemon). `result` is the reply
+    without the status block, for the journal; `refusals` counts rejected requests.
     """
 
     lines: list[str] = field(default_factory=list)
@@ -46,6 +47,8 @@ class Outcome:
     status_header: str | None = None
     quit: bool = False
     audience: list[str] = field(default_factory=list)
+    result: list[str] = field(default_factory=list)
+    refusals: int = 0
 
 
 @dataclass
@@ -162,10 +165,13 @@ def execute(daemon: Daemon, conversation_id: str, user: str, text: str) -> Outco
         entry.handler(context)
     except TheHatError as exc:
         outcome.lines.append(str(exc))
+        outcome.refusals += 1
     except Exception:
         log.exception("command %r from %s in %s failed", text, user, conversation_id)
         outcome.lines.append(f"Internal error while running {entry.name}; it was logged. "
                              "The flow state is unchanged unless a line above says otherwise.")
+        outcome.refusals += 1
+    outcome.result = list(outcome.lines)
     if entry.changes and outcome.status_header is None and context.run is not None:
         outcome.status_header = "(status)"
     if outcome.status_header is not None:
@@ -182,6 +188,7 @@ def for_each_step(context: Context, names: list[str],
             context.emit(action(run, name))
         except (Refusal, FlowError) as exc:
             context.reply(str(exc))
+            context.outcome.refusals += 1
 
 
 def usage_error(context: Context) -> CommandError:
@@ -367,6 +374,27 @@ def help_command(context: Context) -> None:
                   "or both.")
 
 
+HISTORY_LIMIT: Final = 20
+
+
+@command("history", "history [<step>...]",
+         "Show the recent audit entries of the attached flow, or of some steps.", "information",
+         details=f"Shows the newest {HISTORY_LIMIT} entries; 'thehat history FLOW' on the "
+                 "host exports all of them.")
+def history(context: Context) -> None:
+    run = context.require_run()
+    context.reply(*context.daemon.history(run.name, split_names(context.args), HISTORY_LIMIT))
+
+
+@command("report", "report", "Show the change record of the attached flow, step by step.",
+         "information",
+         details="Owner, planned order, actual start and finish, duration, failure and "
+                 "reversion of every step; 'thehat report FLOW --format csv' gives CSV.")
+def report(context: Context) -> None:
+    run = context.require_run()
+    context.reply(*context.daemon.report(run.name))
+
+
 # -- operations -------------------------------------------------------------------------------
 
 @command("ls", "ls", "List the flow files in the data directory.", "operations")
@@ -487,6 +515,7 @@ def addsequence(context: Context) -> None:
         try:
             context.emit(run.add_step(StepDef(name, gates=previous), context.user))
         except (Refusal, FlowError) as exc:
+            context.outcome.refusals += 1
             context.reply(str(exc), "The rest of the sequence was not added.")
             return
         previous = (name,)
@@ -597,7 +626,5 @@ for _name, _usage, _summary, _section, _what in (
      "editing", "version control commands"),
     ("commit", "commit <path> [<message>]", "Commit flows to version control.", "editing",
      "version control commands"),
-    ("history", "history [<step>...]", "Show recent audit entries.", "information",
-     "the audit history and the run store"),
 ):
     command(_name, _usage, _summary[:-1] + " (not available yet).", _section)(_not_yet(_what))

@@ -2,8 +2,10 @@
 
 Each conversation (the terminal, an IRC channel, an XMPP room) is attached to at most one run
 at a time; several conversations may share a run. `handle` runs one command line off the event
-loop, under a lock so commands never interleave, then sends the events it caused to the other
-conversations attached to the same run.
+loop, under a lock so commands never interleave. With a run store, the change a command made is
+committed before the reply is returned; if that fails, the runs are read back from the store,
+so memory and disk agree, and the reply says nothing was changed. Then the events are sent to
+the other conversations attached to the same run.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ from thehat.config import Config
 from thehat.datadir import DataDirectory
 from thehat.engine import Clock, Run, SystemClock
 from thehat.errors import CommandError, FlowError
+from thehat.events import EventKind
 from thehat.flowfile import load_flow
+from thehat.lock import DirectoryLock
 from thehat.model import Flow
 from thehat.status import event_lines, status_block
+from thehat.store import DATABASE_NAME, Change, RunStore, SqliteStore, StoreError
 
 log = logging.getLogger(__name__)
+
+DEFINITION_EVENTS = frozenset({EventKind.STEP_ADDED, EventKind.STEP_REMOVED,
+                               EventKind.STEP_EDITED})
 
 
 @dataclass
@@ -47,18 +55,25 @@ class Completions:
 
 
 class Daemon:
-    """Hosts the runs and routes command lines and events between them and conversations."""
+    """Hosts the runs and routes command lines and events between them and conversations.
 
-    def __init__(self, config: Config | None = None, clock: Clock | None = None) -> None:
+    Without a `store` nothing is persisted (unit tests); `open_daemon` builds the real one.
+    """
+
+    def __init__(self, config: Config | None = None, clock: Clock | None = None,
+                 store: RunStore | None = None) -> None:
         self.config = config or Config()
         self.clock: Clock = clock or SystemClock()
         engine = self.config.engine
         self.zone: tzinfo | None = ZoneInfo(engine.timezone) if engine.timezone else None
         self.datadir = DataDirectory(engine.datadir)
+        self.store = store
         self.runs: dict[str, Run] = {}
         self.attachments: dict[str, str] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.lock: DirectoryLock | None = None
         self._lock: asyncio.Lock | None = None
+        self._change: Change | None = None
 
     # -- conversations ----------------------------------------------------------------------
 
@@ -86,12 +101,22 @@ class Daemon:
             return Completions(commands.command_words())
         return Completions(commands.command_words(), list(run.steps), run.groups())
 
+    def attach(self, conversation_id: str, name: str | None) -> None:
+        """Attach a conversation to run `name` (None: detach), recording it for the store."""
+        if name is None:
+            self.attachments.pop(conversation_id, None)
+        else:
+            self.attachments[conversation_id] = name
+        if self._change is not None:
+            self._change.attachments[conversation_id] = name
+
     # -- command handling -------------------------------------------------------------------
 
     async def handle(self, conversation: Conversation, user: str, text: str) -> Reply:
         """Execute one command line and return the reply for the speaker.
 
-        Blocking work (flow files) runs in a worker thread; the lock keeps commands in order.
+        Blocking work (flow files, the store) runs in a worker thread; the lock keeps commands
+        in order.
         """
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -101,10 +126,15 @@ class Daemon:
         return Reply(outcome.lines, outcome.quit)
 
     def execute(self, conversation_id: str, user: str, text: str) -> Outcome:
-        """Run one command synchronously; the caller must serialise calls."""
+        """Run one command synchronously and commit what it changed; callers serialise calls."""
         before = self.attachments.get(conversation_id)
         audience = set(self.attached(before)) if before else set()
-        outcome = commands.execute(self, conversation_id, user, text)
+        self._change = Change(self.clock.now(), user, conversation_id, text, "", "")
+        try:
+            outcome = commands.execute(self, conversation_id, user, text)
+            self._commit(self._change, outcome)
+        finally:
+            self._change = None
         if outcome.run_name:
             audience.update(self.attached(outcome.run_name))
         audience.discard(conversation_id)
@@ -112,6 +142,59 @@ class Daemon:
         log.debug("%s in %s: %r -> %d lines, %d events", user, conversation_id, text,
                   len(outcome.lines), len(outcome.events))
         return outcome
+
+    def _commit(self, change: Change, outcome: Outcome) -> bool:
+        """Store what the command changed; on failure, put memory back as the store has it.
+
+        Returns False, with the reply replaced by the reason, when the store failed.
+        """
+        if self.store is None:
+            return True
+        change.run_name = outcome.run_name
+        change.events = outcome.events
+        if outcome.run_name is not None and outcome.events:
+            steps = change.runs.setdefault(outcome.run_name, set())
+            steps.update(e.step for e in outcome.events if e.step is not None)
+            if any(e.kind in DEFINITION_EVENTS for e in outcome.events):
+                change.definitions.add(outcome.run_name)
+        changed = bool(outcome.events or change.new_runs or change.ended_runs or change.renamed
+                       or change.attachments or change.reactivated or change.saved)
+        if not changed and not outcome.refusals:
+            return True
+        if changed:
+            change.outcome = "partly refused" if outcome.refusals else "accepted"
+        else:
+            change.outcome = "refused"
+        change.result = "\n".join(outcome.result)
+        try:
+            self.store.commit(change, self.runs)
+        except StoreError as exc:
+            self.reload_from_store()
+            outcome.events = []
+            outcome.notices = []
+            outcome.lines = [f"{exc}", "Nothing was changed: the command's effect was undone "
+                             "so that thehat and its store agree. Fix the data directory (is "
+                             "the disk full or read-only?) and repeat the command."]
+            outcome.quit = False
+            return False
+        return True
+
+    def reload_from_store(self) -> None:
+        """Replace every run and attachment in memory by what the store holds."""
+        assert self.store is not None
+        records, attachments = self.store.load_active()
+        self.runs = {}
+        for record in records:
+            try:
+                self.runs[record.name] = Run.restored(record.name, record.steps,
+                                                      record.failed_step, self.clock,
+                                                      record.source)
+            except FlowError as exc:
+                log.error("stored run %d of flow %s is invalid and was not restored: %s",
+                          record.run_id, record.name, exc)
+        self.attachments = {c: n for c, n in attachments.items() if n in self.runs}
+        log.info("restored %d active runs and %d attachments from %s", len(self.runs),
+                 len(self.attachments), getattr(self.store, "path", "the store"))
 
     async def _broadcast(self, origin: str, outcome: Outcome) -> None:
         lines = event_lines(outcome.events) + outcome.notices
@@ -142,50 +225,76 @@ class Daemon:
     def _open_file(self, conversation_id: str, path: str, user: str) -> Outcome:
         outcome = Outcome()
         name = Path(path).name.removesuffix(".flow") or Path(path).name
-        if name in self.runs:
-            self.attachments[conversation_id] = name
-            outcome.lines.append(f"Flow {name} is already running; joined that run.")
-            outcome.lines.extend(self.status(self.runs[name], "status"))
-            return outcome
-        flow = load_flow(path)
-        run = Run(name, flow, self.clock)
-        self.runs[name] = run
-        self.attachments[conversation_id] = name
-        log.info("%s loaded flow %s from %s (%d steps)", user, name, path, len(flow))
-        outcome.lines.extend(self.status(run, f"Loaded workflow '{name}', read {len(flow)} "
-                                              "steps"))
+        self._change = Change(self.clock.now(), user, conversation_id, f"open {path}", "", "")
+        try:
+            if name in self.runs:
+                self.attach(conversation_id, name)
+                outcome.lines = [f"Flow {name} is already running; joined that run."]
+                header = "status"
+            else:
+                flow = load_flow(path)
+                self.start_run(Run(name, flow, self.clock, str(Path(path).resolve())))
+                self.attach(conversation_id, name)
+                log.info("%s loaded flow %s from %s (%d steps)", user, name, path, len(flow))
+                header = f"Loaded workflow '{name}', read {len(flow)} steps"
+            outcome.result = list(outcome.lines) or [f"Loaded flow {name} from {path}."]
+            outcome.run_name = name
+            committed = self._commit(self._change, outcome)
+        finally:
+            self._change = None
+        if committed:
+            outcome.lines.extend(self.status(self.runs[name], header))
         return outcome
 
     async def close(self) -> None:
-        """Release resources; runs stay in memory until the process ends."""
+        """Close the store and release the data directory; runs stay in the store."""
+        if self.store is not None:
+            self.store.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # -- operations used by commands --------------------------------------------------------
 
     def status(self, run: Run | None, header: str) -> list[str]:
         return status_block(run, header, self.clock.now(), self.zone, self.config.engine.baseurl)
 
+    def start_run(self, run: Run) -> None:
+        """Make `run` an active run, replacing (and ending) an active run of the same name."""
+        old = self.runs.get(run.name)
+        if old is not None and self._change is not None:
+            self._change.ended_runs.append(old)
+        self.runs[run.name] = run
+        if self._change is not None:
+            self._change.new_runs.append(run)
+
     def load(self, context: Context, name: str, fresh: bool) -> None:
         """Attach the conversation to run `name`, loading it from its file if needed.
 
-        With `fresh`, an active run of that name is replaced by a new one from the file. A
-        missing or invalid file leaves every run as it was and reports file, line and cause.
+        With `fresh`, an active run of that name is replaced by a new one from the file it was
+        read from. A missing or invalid file leaves every run as it was and reports file, line
+        and cause.
         """
         name = name.removesuffix(".flow")
         if name in self.runs and not fresh:
-            self.attachments[context.conversation_id] = name
+            self.attach(context.conversation_id, name)
             context.outcome.run_name = name
             context.reply(f"Flow {name} is already running; joined that run. Say reload to "
                           "start it over from its file.")
             context.outcome.status_header = "status"
             return
+        current = self.runs.get(name)
+        source = current.source if fresh and current is not None else None
         try:
-            flow = self.datadir.read(name)
+            if source is not None:
+                flow = load_flow(source)
+            else:
+                source = str(self.datadir.path_for(name))
+                flow = self.datadir.read(name)
         except FlowError as exc:
             raise CommandError(f"Error loading flow {name}; nothing changed:\n{exc}") from exc
-        run = Run(name, flow, self.clock)
-        replaced = name in self.runs
-        self.runs[name] = run
-        self.attachments[context.conversation_id] = name
+        replaced = current is not None
+        self.start_run(Run(name, flow, self.clock, source))
+        self.attach(context.conversation_id, name)
         context.outcome.run_name = name
         log.info("%s %s flow %s (%d steps)", context.user, "reloaded" if replaced else "loaded",
                  name, len(flow))
@@ -196,18 +305,31 @@ class Daemon:
 
     def unload(self, name: str) -> None:
         """End run `name` and detach every conversation from it."""
-        self.runs.pop(name, None)
+        run = self.runs.pop(name, None)
+        if run is not None and self._change is not None:
+            self._change.ended_runs.append(run)
         for conversation_id in self.attached(name):
-            del self.attachments[conversation_id]
+            self.attach(conversation_id, None)
         log.info("unloaded flow %s", name)
 
     def restore(self, context: Context, name: str) -> None:
+        """Attach to the active run of flow `name`, or bring back its latest ended run."""
         name = name.removesuffix(".flow")
         if name not in self.runs:
-            active = ", ".join(sorted(self.runs)) or "none"
-            raise CommandError(f"No active run of flow {name!r} to restore (active runs: "
-                               f"{active}); load it to start a new run.")
-        self.attachments[context.conversation_id] = name
+            record = self.store.latest_run(name, active=False) if self.store else None
+            if record is None:
+                active = ", ".join(sorted(self.runs)) or "none"
+                raise CommandError(f"No run of flow {name!r} to restore (active runs: "
+                                   f"{active}); load it to start a new run.")
+            run = Run.restored(name, record.steps, record.failed_step, self.clock,
+                               record.source)
+            self.runs[name] = run
+            if self._change is not None:
+                self._change.reactivated[name] = record.run_id
+            ended = record.ended_at.isoformat(" ", "seconds") if record.ended_at else "?"
+            context.reply(f"Brought back run {record.run_id} of flow {name}, which ended at "
+                          f"{ended}.")
+        self.attach(context.conversation_id, name)
         context.outcome.run_name = name
         context.reply(f"Restored flow '{name}'.")
         context.outcome.status_header = "status"
@@ -218,9 +340,8 @@ class Daemon:
         if name in self.runs:
             raise CommandError(f"A run of flow {name} is active; unload it first or pick "
                                "another name.")
-        run = Run(name, Flow([]), self.clock)
-        self.runs[name] = run
-        self.attachments[context.conversation_id] = name
+        self.start_run(Run(name, Flow([]), self.clock))
+        self.attach(context.conversation_id, name)
         context.outcome.run_name = name
         context.outcome.status_header = f"Created workflow '{name}'"
         context.reply("IMPORTANT: *save* your workflow before running it, else your work will "
@@ -233,12 +354,58 @@ class Daemon:
         if name != run.name and name in self.runs:
             raise CommandError(f"A run of flow {name} is active; pick another name.")
         path = self.datadir.write(name, run.flow())
+        if self._change is not None:
+            self._change.saved = True
         if name != run.name:
             old = run.name
             self.runs[name] = self.runs.pop(old)
             run.name = name
             for conversation_id in self.attached(old):
                 self.attachments[conversation_id] = name
+            if self._change is not None:
+                self._change.renamed[old] = name
             context.notice(f"{context.user} renamed flow {old} to {name}.")
         context.outcome.run_name = name
         context.reply(f"Saved workflow '{name}' to {path}")
+
+    def history(self, name: str, steps: list[str], limit: int) -> list[str]:
+        """Format the newest journal entries of flow `name`, optionally about `steps` only."""
+        from thehat.records import history_lines
+
+        if self.store is None:
+            return ["No history is kept: this daemon runs without a store."]
+        return history_lines(self.store.history(name, steps, limit), self.zone)
+
+    def report(self, name: str) -> list[str]:
+        """Format the change record of the latest run of flow `name`."""
+        from thehat.records import report_text
+
+        if self.store is None:
+            return ["No report: this daemon runs without a store."]
+        record = self.store.latest_run(name)
+        if record is None:
+            return [f"No run of flow {name!r} is recorded."]
+        return report_text(record, self.clock.now(), self.zone).splitlines()
+
+
+def open_daemon(config: Config, clock: Clock | None = None) -> Daemon:
+    """Build the daemon for `config`: lock the data directory, open the store, restore runs.
+
+    Raises TheHatError subclasses naming the directory or file when any of that fails.
+    """
+    datadir = config.engine.datadir
+    try:
+        datadir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"Cannot create the data directory {datadir}: {exc.strerror}.") from exc
+    lock = DirectoryLock(datadir)
+    lock.acquire()
+    try:
+        store = SqliteStore(datadir / DATABASE_NAME)
+    except BaseException:
+        lock.release()
+        raise
+    daemon = Daemon(config, clock, store)
+    daemon.lock = lock
+    daemon.reload_from_store()
+    return daemon

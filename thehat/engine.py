@@ -90,14 +90,29 @@ class Run:
     reverts. A run never goes back to forward; load the flow again to start over.
     """
 
-    def __init__(self, name: str, flow: Flow, clock: Clock | None = None) -> None:
+    def __init__(self, name: str, flow: Flow, clock: Clock | None = None,
+                 source: str | None = None) -> None:
         self.name = name
+        self.source = source
         self.clock: Clock = clock or SystemClock()
         self.failed_step: str | None = None
         self.steps: dict[str, RunStep] = {
             step.name: RunStep(step, owner=step.owner) for step in flow
         }
         self._rebuild()
+
+    @classmethod
+    def restored(cls, name: str, steps: list[RunStep], failed_step: str | None,
+                 clock: Clock | None = None, source: str | None = None) -> Run:
+        """Rebuild a run from stored steps (definitions, states, owners and times).
+
+        Raises FlowError if the stored definitions do not form a valid flow.
+        """
+        run = cls(name, Flow(step.definition for step in steps), clock, source)
+        run.steps = {step.name: step for step in steps}
+        run.failed_step = failed_step
+        run._rebuild()
+        return run
 
     # -- queries ----------------------------------------------------------------------------
 
