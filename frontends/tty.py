@@ -189,7 +189,11 @@ class TerminalFrontend(Frontend):
             log.info("opening flow file %s for %s", flow, self.user)
             return await self.daemon.open_file(self.conversation, flow, self.user)
         log.info("loading flow %s from the data directory for %s", flow, self.user)
-        return await self.daemon.handle(self.conversation, self.user, f"load {flow}")
+        reply = await self.daemon.handle(self.conversation, self.user, f"load {flow}")
+        if self.daemon.flow_name(self.conversation) is None:
+            # The flow named on the command line did not load: stop, as for a bad file.
+            raise TheHatError("\n".join(reply.lines))
+        return reply
 
     async def _dispatch(self, text: str) -> bool:
         """Hand one command line to the daemon, print the reply and return whether to quit."""

@@ -344,3 +344,8 @@ def test_tty_with_invalid_flow_exits_2(tmp_path, capsys) -> None:
     assert status == 2
     err = capsys.readouterr().err
     assert f"{bad}:1: step 'a': gate 'nosuch' names a missing step" in err
+
+
+def test_version_option(capsys) -> None:
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"thehat {__version__}\n"

@@ -10,7 +10,7 @@ from thehat import commands
 from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon
 from thehat.engine import Run
-from thehat.model import StepState
+from thehat.model import Flow, StepDef, StepState
 
 from tests.helpers import FakeClock, toast_flow
 
@@ -273,3 +273,78 @@ def test_no_flow_attached(daemon: Daemon) -> None:
     assert "No flow is loaded here; load one with load <flow>" in reply
     reply = "\n".join(daemon.execute("irc:#ops", "bob", "").lines)
     assert "No flow loaded or defined here" in reply
+
+
+def test_status_after_change_is_capped(daemon: Daemon, clock: FakeClock) -> None:
+    steps = [StepDef(f"check{n:02d}") for n in range(40)]
+    daemon.runs["wide"] = Run("wide", Flow(steps), clock)
+    daemon.attachments["irc:#ops"] = "wide"
+    wide = Chat(daemon, "irc:#ops")
+    lines = wide.say("gimme check00").splitlines()
+    rows = [line for line in lines if line.split()[-1:] and line.split()[-1].startswith("check")]
+    assert len(rows) == 25
+    assert lines[-1] == "... and 15 more steps need attention; say status to list them all."
+    # Header, progress line, column headings and every one of the 40 steps.
+    assert len(wide.say("status").splitlines()) == 3 + 40
+
+
+def test_refusal_alone_has_no_status(chat: Chat) -> None:
+    reply = chat.say("start openbread")
+    assert reply == "Step openbread is unassigned; alice must take it first (gimme openbread)."
+
+
+def test_revert_is_alias_of_reverted(chat: Chat, daemon: Daemon) -> None:
+    chat.say("gimmeall")
+    chat.say("finish openbread")
+    chat.say("start gettoaster")
+    reply = chat.say("fail gettoaster")
+    assert "alice  pending reversion" in reply
+    chat.say("revert openbread")
+    run = daemon.runs["toast"]
+    assert run.step("openbread").state is StepState.REVERTED
+    assert "Flow toast was REVERTED after gettoaster failed: 1 of 1 started steps" in chat.say(
+        "status")
+
+
+def test_in_progress_step_marked_for_reversion(chat: Chat) -> None:
+    chat.say("gimmeall")
+    chat.say("finish gettoaster")
+    chat.say("start openbread")
+    reply = chat.say("fail adjusttoasting")
+    row = next(line for line in reply.splitlines() if line.endswith("Open bread bag"))
+    assert row.split()[:4] == ["alice", "in", "prog,", "revert"]
+    assert "alice: stop what you're doing with step openbread - we're reverting!!" in reply
+
+
+def test_dryrun_rejects_unfit_fail_step(chat: Chat) -> None:
+    chat.say("gimmeall")
+    chat.say("finish openbread")
+    assert "openbread is finished; only a step that has not finished" in chat.say(
+        "dryrun openbread")
+    chat.say("fail gettoaster")
+    assert "already reverting after gettoaster failed" in chat.say("dryrun selectslice")
+    assert "Dry run ended after 1 iteration: " in chat.say("dryrun")
+
+
+def test_giveto_swapped_arguments_hint(chat: Chat) -> None:
+    reply = chat.say("giveto openbread bob")
+    assert "openbread is a step and bob is not; the owner comes first" in reply
+    assert "giveto bob openbread" in reply
+
+
+def test_givegroupto_unknown_group_only(chat: Chat) -> None:
+    reply = chat.say("givegroupto bob food")
+    assert reply.startswith("No step is in group 'bob'")
+    assert "Giving" not in reply
+
+
+def test_set_without_change_says_so(chat: Chat) -> None:
+    chat.say("set openbread url https://x.example")
+    reply = chat.say("set openbread url https://x.example")
+    assert reply.startswith("Nothing changed: url already has that value.")
+
+
+def test_rename_error_has_no_file_line(chat: Chat) -> None:
+    reply = chat.say("set openbread name Open Bread")
+    assert reply == ("step 'Open Bread': invalid step name 'Open Bread': ' ' (U+0020) is not "
+                     "allowed; use only letters, digits, '_', '-' and '.'")

@@ -97,7 +97,7 @@ def test_missing_file_named(tmp_path: Path) -> None:
 
 
 def test_invalid_yaml_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="thehat.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match=r"thehat.yaml:2: invalid YAML: expected the node"):
         load_config(write(tmp_path, "wfengine: {datadir: [\n"))
 
 

@@ -70,7 +70,7 @@ def test_load_invalid_file_names_line(daemon: Daemon, datadir: Path) -> None:
 
 
 def test_load_refuses_path_traversal(daemon: Daemon, tmp_path: Path) -> None:
-    for name in ("../outside", "/etc/passwd", "a/../../x"):
+    for name in ("../outside", "/etc/passwd", "a/../../x", ".hidden", "sub/.hidden"):
         reply = say(daemon, "tty:alice", f"load {name}")
         assert "Invalid flow name" in reply
     (tmp_path / "outside.flow").write_text("- step: a\n", encoding="utf-8")

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="thehat",
         description="Drive a directed graph of steps (a flow) to completion from a "
                     "terminal, IRC or XMPP.")
+    parser.add_argument("--version", action="version", version=f"thehat {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tty = subcommands.add_parser(

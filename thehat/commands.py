@@ -172,10 +172,14 @@ def execute(daemon: Daemon, conversation_id: str, user: str, text: str) -> Outco
                              "The flow state is unchanged unless a line above says otherwise.")
         outcome.refusals += 1
     outcome.result = list(outcome.lines)
-    if entry.changes and outcome.status_header is None and context.run is not None:
+    # A request that was only refused changed nothing, so the reason stays the last line.
+    refused_only = outcome.refusals and not outcome.events
+    if (entry.changes and outcome.status_header is None and context.run is not None
+            and not refused_only):
         outcome.status_header = "(status)"
     if outcome.status_header is not None:
-        outcome.lines.extend(daemon.status(context.run, outcome.status_header))
+        complete = outcome.status_header == "status request"
+        outcome.lines.extend(daemon.status(context.run, outcome.status_header, complete))
     return outcome
 
 
@@ -215,17 +219,27 @@ def giveto(context: Context) -> None:
     names = split_names(rest)
     if not owner or not names:
         raise usage_error(context)
+    run = context.require_run()
+    if owner in run.steps and not any(name in run.steps for name in names):
+        raise CommandError(f"{owner} is a step and {', '.join(names)} is not; the owner comes "
+                           f"first: giveto <owner> <step>[,<step>...], for example giveto "
+                           f"{names[0]} {owner}.")
     for_each_step(context, names, lambda run, n: run.set_owner(n, owner, context.user))
 
 
 def give_groups(context: Context, groups: list[str], owner: str) -> None:
     run = context.require_run()
     known = run.groups()
-    context.reply(f"Giving step group(s) {', '.join(groups)} to {owner}...")
     for group in groups:
         if group not in known:
             context.reply(f"No step is in group {group!r}{did_you_mean(group, known)}.")
-    for step in run.steps_in_groups(groups):
+            context.outcome.refusals += 1
+    steps = run.steps_in_groups(groups)
+    if not steps:
+        return
+    context.reply(f"Giving step group(s) {', '.join(g for g in groups if g in known)} to "
+                  f"{owner}...")
+    for step in steps:
         context.emit(run.set_owner(step.name, owner, context.user))
 
 
@@ -296,7 +310,7 @@ def reverting(context: Context) -> None:
 
 
 @command("reverted", "reverted <step>[,<step>...]", "Say started steps are undone.",
-         "progression", changes=True)
+         "progression", aliases=("revert",), changes=True)
 def reverted(context: Context) -> None:
     names = split_names(context.args)
     if not names:
@@ -306,7 +320,13 @@ def reverted(context: Context) -> None:
 
 # -- information ------------------------------------------------------------------------------
 
-@command("status", "status", "Show the steps that need attention now.", "information")
+@command("status", "status", "Show the steps that need attention now.", "information",
+         details="OWNER is who may change the step (UNASSIGNED: claim it with gimme). STATE is "
+                 "'pending' for a step whose gates have all finished, so it can start; 'in "
+                 "prog' once started. After a failure, 'pending reversion' marks a finished "
+                 "step to undo now, 'in prog, revert' a started one to stop and undo, "
+                 "'reverting' one being undone. DUR is minutes since the start. After a "
+                 "change the table shows at most wfengine.statusRows steps; status shows all.")
 def status(context: Context) -> None:
     context.outcome.status_header = "status request"
     if context.run is None:
@@ -561,8 +581,11 @@ def set_property(context: Context) -> None:
                            f" properties: {', '.join(SET_PROPERTIES)}.")
     if prop.casefold() == "name" and len(names) != 1:
         raise CommandError("set ... name renames one step at a time.")
+    before = len(context.outcome.events) + context.outcome.refusals
     for_each_step(context, names, lambda run, n: set_one(run, n, prop.casefold(), value,
                                                         context.user))
+    if len(context.outcome.events) + context.outcome.refusals == before:
+        context.reply(f"Nothing changed: {prop} already has that value.")
 
 
 def set_one(run: Run, name: str, prop: str, value: str, actor: str) -> list[Event]:

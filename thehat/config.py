@@ -38,7 +38,7 @@ FALSE_WORDS: Final = frozenset({"false", "no", "off", "0"})
 
 ENGINE_KEYS: Final = frozenset({
     "datadir", "webdir", "baseurl", "bindaddr", "bindport", "allowExec", "renderers", "vcs",
-    "svnroot", "debuglevel", "admins", "timezone",
+    "svnroot", "debuglevel", "admins", "timezone", "statusRows",
 })
 KNOWN_SECTIONS: Final = frozenset({"wfengine", "thehat-irc", "thehat-xmpp", "smtp", "access"})
 
@@ -72,6 +72,8 @@ class EngineConfig:
     vcs: VcsConfig | None = None
     admins: tuple[str, ...] = ()
     timezone: str | None = None
+    # Rows of the status block that follows a change; 0 shows every step.
+    status_rows: int = 25
 
     @property
     def web_directory(self) -> Path:
@@ -102,7 +104,10 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
     return parse_config(document, path)
 
 
@@ -164,6 +169,8 @@ def _parse_engine(section: Any, source: str, base: Path) -> EngineConfig:
         values["vcs"] = _vcs(section["vcs"], source)
     if section.get("admins") is not None:
         values["admins"] = tuple(_text_list(section["admins"], "wfengine.admins", source))
+    if section.get("statusRows") is not None:
+        values["status_rows"] = _count(section["statusRows"], "wfengine.statusRows", source)
     if section.get("timezone") is not None:
         values["timezone"] = _timezone(section["timezone"], source)
     if "baseurl" in values and "bindport" in values and section.get("baseurl") is not None:
@@ -218,6 +225,16 @@ def _port(value: Any, source: str) -> int:
         raise ConfigError(f"{source}: wfengine.bindport is {value!r}; use a port number "
                           "from 0 to 65535")
     return port
+
+
+def _count(value: Any, key: str, source: str) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ConfigError(f"{source}: {key} is {value!r}; use a whole number, 0 or more")
+    return number
 
 
 def _with_port(baseurl: str, port: int) -> str:

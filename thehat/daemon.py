@@ -255,8 +255,11 @@ class Daemon:
 
     # -- operations used by commands --------------------------------------------------------
 
-    def status(self, run: Run | None, header: str) -> list[str]:
-        return status_block(run, header, self.clock.now(), self.zone, self.config.engine.baseurl)
+    def status(self, run: Run | None, header: str, complete: bool = False) -> list[str]:
+        """Build the status block; unless `complete`, list at most `wfengine.statusRows` steps."""
+        limit = None if complete else self.config.engine.status_rows
+        return status_block(run, header, self.clock.now(), self.zone,
+                            self.config.engine.baseurl, limit)
 
     def start_run(self, run: Run) -> None:
         """Make `run` an active run, replacing (and ending) an active run of the same name."""

@@ -52,6 +52,8 @@ def flow_name_problem(name: str) -> str | None:
     for part in name.split("/"):
         if part in ("", ".", ".."):
             return f"{part or '//'!r} is not allowed in a flow name"
+        if part.startswith("."):
+            return f"{part!r} starts with '.', which hides it; start names with a letter or digit"
         if not _NAME_PART.fullmatch(part):
             return (f"{part!r} is not allowed in a flow name; use letters, digits, '_', '-', "
                     "'.' and '/' between directories")

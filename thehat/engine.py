@@ -299,7 +299,7 @@ class Run:
         dependants = self.dependants(name)
         if dependants and not force:
             raise Refusal(f"Step {name} gates {', '.join(dependants)}; deleting it would drop "
-                          "those gates. Use delstep --force to delete it anyway.")
+                          f"those gates. Say delstep {name} force to delete it anyway.")
         del self.steps[name]
         for dependant in dependants:
             step = self.steps[dependant]
@@ -333,7 +333,7 @@ class Run:
         if new_name in self.steps:
             raise Refusal(f"Step {new_name} already exists; pick another name.")
         renamed = dataclasses.replace(step.definition, name=new_name)
-        problems = step_problems(renamed)
+        problems = step_problems(dataclasses.replace(renamed, line=None))
         if problems:
             raise FlowError(problems)
         self.steps = {
@@ -377,7 +377,7 @@ class Run:
                           f"(gimme {step.name}).")
         if step.owner != actor:
             raise Refusal(f"Step {step.name} is owned by {step.owner}; only {step.owner} can "
-                          "change its state.")
+                          f"change its state (to take it over: gimme {step.name}).")
 
     def _check_forward_gates(self, step: RunStep) -> None:
         if self._unmet[step.name]:
@@ -392,7 +392,9 @@ class Run:
         self._check_owner(step, actor)
         if step.state is StepState.PENDING:
             raise Refusal(f"Step {name} never started, so there is nothing to revert.")
-        if step.state.rank <= target.rank:
+        if step.state is target:
+            raise Refusal(f"Step {name} is already {target.value}.")
+        if step.state.rank < target.rank:
             raise Refusal(f"Step {name} is {step.state.display(True)}; it cannot become "
                           f"{target.value}.")
         if self._blocking[name]:
@@ -402,7 +404,8 @@ class Run:
 
     def _check_definition(self, new: StepDef, old: StepDef) -> None:
         """Raise FlowError if `new` (replacing `old`) breaks a name rule or the gate graph."""
-        problems = step_problems(new)
+        # The line a step came from means nothing in a chat reply, so it is left out.
+        problems = step_problems(dataclasses.replace(new, line=None))
         for gate in new.gates:
             if gate == new.name:
                 problems.append(Problem(f"a step cannot gate on itself ({gate!r})", step=new.name))

@@ -606,9 +606,8 @@ def validate_files(paths: Iterable[str]) -> tuple[list[str], int]:
 
 
 def _os_cause(exc: OSError) -> str:
-    if exc.errno is not None and exc.strerror:
-        return f"[Errno {exc.errno}] {exc.strerror}"
-    return str(exc)
+    """Describe an OS error for people, as `No such file or directory` without the number."""
+    return exc.strerror or str(exc)
 
 
 # --------------------------------------------------------------------------------------------

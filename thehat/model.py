@@ -35,9 +35,15 @@ class StepState(enum.Enum):
         return _RANKS[self]
 
     def display(self, reverting: bool = False) -> str:
-        """Return the name shown in status tables; finished steps await reversion once a run fails."""
+        """Return the name shown in status tables.
+
+        Once a run reverts, finished steps await reversion and steps in progress must be
+        stopped and reverted too.
+        """
         if self is StepState.FINISHED:
             return "pending reversion" if reverting else "finished"
+        if self is StepState.IN_PROGRESS and reverting:
+            return "in prog, revert"
         return self.value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from thehat.engine import Run
+from thehat.errors import Refusal
 from thehat.model import StepState
 
 DRY_RUN_USER = "dryrun"
@@ -17,9 +18,16 @@ def simulate(run: Run, fail_step: str | None = None) -> list[str]:
     comes up going forward, reverts steps once the copy is reverting, and finishes the rest.
     Every state change lowers a step's rank, so the loop ends after at most three per step.
     """
-    simulated = run.clone()
     if fail_step is not None:
-        simulated.step(fail_step)
+        step = run.step(fail_step)
+        if run.reverting:
+            raise Refusal(f"The flow is already reverting after {run.failed_step} failed, so "
+                          f"{fail_step} cannot fail; say dryrun alone to see how the reversion "
+                          "ends.")
+        if step.state not in (StepState.PENDING, StepState.IN_PROGRESS):
+            raise Refusal(f"Step {fail_step} is {step.state.display()}; only a step that has "
+                          "not finished can fail in a dry run.")
+    simulated = run.clone()
     lines = ["DRY RUN RESULTS (on a copy; the live run is not changed)"]
     if fail_step is not None:
         lines.append(f"(planned failure at step {fail_step})")
@@ -46,7 +54,8 @@ def simulate(run: Run, fail_step: str | None = None) -> list[str]:
 
     counts = Counter(step.state for step in simulated.steps.values())
     totals = ", ".join(f"{n} {state.display()}" for state, n in counts.items())
-    lines.append(f"Dry run ended after {iteration} iterations: {totals}.")
+    plural = "" if iteration == 1 else "s"
+    lines.append(f"Dry run ended after {iteration} iteration{plural}: {totals}.")
     if fail_step is not None and simulated.step(fail_step).state is not StepState.FAILED:
         lines.append(f"Step {fail_step} never came up while going forward, so it did not fail.")
     return lines

@@ -65,7 +65,8 @@ def progress_line(run: Run) -> str:
     if run.reverting:
         started = sum(counts[s] for s in (StepState.IN_PROGRESS, StepState.FINISHED,
                                            StepState.REVERTING, StepState.REVERTED))
-        return (f"Flow {run.name} is REVERTING after {run.failed_step} failed: "
+        verb = "was REVERTED" if run.ended else "is REVERTING"
+        return (f"Flow {run.name} {verb} after {run.failed_step} failed: "
                 f"{counts[StepState.REVERTED]} of {started} started steps reverted.")
     parts = [f"{counts[StepState.FINISHED]} of {total} steps finished"]
     if counts[StepState.IN_PROGRESS]:
@@ -74,8 +75,11 @@ def progress_line(run: Run) -> str:
 
 
 def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | None = None,
-                 baseurl: str | None = None) -> list[str]:
-    """Build the status block: header, progress, then the table of actionable steps."""
+                 baseurl: str | None = None, limit: int | None = None) -> list[str]:
+    """Build the status block: header, progress, then the table of actionable steps.
+
+    With `limit`, the table shows at most that many steps and says how many more there are.
+    """
     if run is None:
         return ["No flow loaded or defined here; load one with load <flow> (ls lists them)."]
     lines = [f"TheHat {format_time(now, zone)}: {header}"]
@@ -92,6 +96,10 @@ def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | Non
         else:
             lines.append("All steps completed!")
         return lines
+    hidden = 0
+    if limit and len(actionable) > limit:
+        hidden = len(actionable) - limit
+        actionable = actionable[:limit]
     rows = [STATUS_COLUMNS]
     for step in actionable:
         rows.append((
@@ -102,6 +110,9 @@ def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | Non
             step.definition.description or "",
         ))
     lines.extend(format_table(rows))
+    if hidden:
+        lines.append(f"... and {hidden} more steps need attention; say status to list them "
+                     "all.")
     return lines
 
 
@@ -178,7 +189,8 @@ def _ready_text(event: Event) -> str:
     in_groups = f" (group {', '.join(groups)})" if groups else ""
     if detail.get("reverting"):
         if owner:
-            return f"Step {step} can be reverted now - {owner}, please revert it."
+            return (f"Step {step} can be reverted now - {owner}, undo it and say "
+                    f"'reverted {step}'.")
         return (f"Step {step} can be reverted now and is unassigned{in_groups}; "
                 f"claim it with gimme {step}.")
     if owner:

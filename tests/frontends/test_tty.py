@@ -256,7 +256,7 @@ def test_piped_reversion_status_row_by_row(config_path: Path,
     last_two = replies[len(commands) - 3:len(commands) - 1]
     assert FLOW_ENDED in last_two[0]
     assert "All started steps are reverted; the flow has ended." in last_two[0]
-    assert "gettoaster is reverted; it cannot become reverted" in last_two[1]
+    assert "Step gettoaster is already reverted." in last_two[1]
 
 
 def test_piped_end_of_input_exits_zero(config_path: Path, environ: dict[str, str]) -> None:
@@ -309,11 +309,13 @@ def test_piped_reply_flushed_before_next_line(config_path: Path,
 
 def test_tty_missing_flow_file_is_load_by_name(config_path: Path,
                                                environ: dict[str, str]) -> None:
-    # No file "nosuchflow" exists, so the argument is a flow name and goes through `load`.
+    # No file "nosuchflow" exists, so the argument is a flow name and goes through `load`,
+    # which fails, so the session does not start.
     result = run_tty(config_path, environ, ["quit"], "nosuchflow")
 
-    assert result.returncode == 0, result.stderr
-    assert "nosuchflow" in result.stdout
+    assert result.returncode == 2
+    assert "Error loading flow nosuchflow" in result.stderr
+    assert "nosuchflow.flow: cannot read the file: No such file or directory" in result.stderr
 
 
 # -- interactive mode through the real program on a pseudo-terminal ---------------------------
