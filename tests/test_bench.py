@@ -57,6 +57,8 @@ def test_bench_table_on_tiny_flow(bench: ModuleType, tmp_path: Path) -> None:
     assert len(result.command_ns) == 60
     assert len(result.simulate_ns) == 1
     assert len(result.dryrun_command_ns) == 1
+    assert len(result.stored_ns) == 60
+    assert len(result.floor_ns) == 60
     assert result.traced_peak_bytes > 0
 
     lines = bench.results_table([result])
@@ -73,13 +75,16 @@ def test_goals_marked_from_numbers(bench: ModuleType) -> None:
     slow_load = bench.SizeResult(
         steps=10_000, file_bytes=1, load_ns=[2_000_000_000], engine_ns=[500_000],
         command_ns=[3_000_000], simulate_ns=[1], dryrun_command_ns=[1], traced_peak_bytes=1,
-        max_rss_bytes=1)
+        max_rss_bytes=1, stored_ns=[1_400_000], floor_ns=[1_000_000])
 
     lines = bench.goal_lines([slow_load])
     assert lines[0].startswith("- **FAIL**: Load and validate")
     assert lines[0].endswith("measured 2,000 ms")
     assert lines[1].startswith("- **PASS**: gimme+start+finish through the engine")
     assert lines[2].startswith("- **FAIL**: gimme+start+finish through the command layer")
+    assert lines[3].startswith("- NOT MEASURED: gimme+start+finish with the run store")
+    assert lines[4].startswith("- **PASS**: gimme+start+finish with the run store")
+    assert lines[4].endswith("measured 1.40 times the floor")
     assert all(line.startswith("- NOT MEASURED") for line in bench.goal_lines([]))
 
 

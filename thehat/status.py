@@ -50,12 +50,10 @@ def format_table(rows: list[tuple[str, ...]]) -> list[str]:
     """
     if not rows:
         return []
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
-        lines.append("  ".join(cells).rstrip())
-    return lines
+    columns = list(zip(*rows))
+    widths = [max(map(len, column)) for column in columns[:-1]]
+    template = "".join(f"{{:<{width}}}  " for width in widths) + "{}"
+    return [template.format(*row).rstrip() for row in rows]
 
 
 def progress_line(run: Run) -> str:

@@ -20,7 +20,7 @@ import abc
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -152,9 +152,11 @@ def decode_definition(text: str) -> StepDef:
     return StepDef(**fields)
 
 
-def _event_detail(event: Event) -> str:
-    return json.dumps(dict(event.detail), ensure_ascii=False, default=str,
-                      separators=(",", ":"))
+def _events_json(events: list[Event]) -> str:
+    """Encode events as a JSON list of {time, kind, step, actor, detail} objects."""
+    return json.dumps([{"time": _time(e.time), "kind": e.kind.value, "step": e.step,
+                        "actor": e.actor, "detail": dict(e.detail)} for e in events],
+                      ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 # -- schema -----------------------------------------------------------------------------------
@@ -197,20 +199,14 @@ CREATE TABLE journal (
     conversation TEXT,
     command TEXT NOT NULL,
     outcome TEXT NOT NULL,
-    result TEXT NOT NULL
+    result TEXT NOT NULL,
+    events TEXT NOT NULL
 );
-CREATE INDEX journal_flow ON journal(flow);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    journal_id INTEGER NOT NULL REFERENCES journal(id),
-    time TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    step TEXT,
-    actor TEXT,
-    detail TEXT NOT NULL
-);
-CREATE INDEX events_journal ON events(journal_id);
 """
+# The events of a journal entry are a JSON list in its row, and the journal has no index:
+# then a commit changes about two pages (the journal's last page and the steps' page), which
+# keeps it close to the cost of one bare commit. History queries scan the journal, which
+# takes milliseconds for the tens of thousands of entries a year of change windows makes.
 
 # Forward migrations: entry N brings a database at user_version N to N + 1.
 MIGRATIONS: Final[list[str]] = [SCHEMA_V1]
@@ -226,6 +222,9 @@ class SqliteStore(RunStore):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Active run name -> (row id, stored failed step), read once and kept in step with
+        # every commit; cleared when a commit fails, since that rolls the rows back.
+        self._active: dict[str, tuple[int, str | None]] | None = None
         existed = path.exists() and path.stat().st_size > 0
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -281,6 +280,7 @@ class SqliteStore(RunStore):
                 self._write(change, runs)
                 db.execute("COMMIT")
             except BaseException:
+                self._active = None
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
@@ -291,28 +291,40 @@ class SqliteStore(RunStore):
 
     def _write(self, change: Change, runs: dict[str, Run]) -> None:
         db = self._db
+        active = self._active_runs()
         for old, new in change.renamed.items():
             db.execute("UPDATE runs SET name = ? WHERE name = ? AND active = 1", (new, old))
+            if old in active:
+                active[new] = active.pop(old)
         for run in change.ended_runs:
             db.execute("UPDATE runs SET active = 0, ended_at = ? WHERE name = ? AND active = 1",
                        (_time(change.time), run.name))
             db.execute("DELETE FROM attachments WHERE run_id NOT IN "
                        "(SELECT id FROM runs WHERE active = 1)")
-        for run_id in change.reactivated.values():
+            active.pop(run.name, None)
+        for name, run_id in change.reactivated.items():
             db.execute("UPDATE runs SET active = 1, ended_at = NULL WHERE id = ?", (run_id,))
+            failed = db.execute("SELECT failed_step FROM runs WHERE id = ?",
+                                (run_id,)).fetchone()[0]
+            active[name] = (run_id, failed)
         for run in change.new_runs:
             cursor = db.execute(
                 "INSERT INTO runs (name, active, failed_step, source, started_at) "
                 "VALUES (?, 1, ?, ?, ?)",
                 (run.name, run.failed_step, run.source, _time(change.time)))
+            assert cursor.lastrowid is not None
+            active[run.name] = (cursor.lastrowid, run.failed_step)
             self._write_steps(cursor.lastrowid, run)
         new_names = {run.name for run in change.new_runs}
         for name, step_names in change.runs.items():
-            if name in new_names or name not in runs:
+            if name in new_names or name not in runs or name not in active:
                 continue
             run = runs[name]
-            run_id = self._active_id(name)
-            db.execute("UPDATE runs SET failed_step = ? WHERE id = ?", (run.failed_step, run_id))
+            run_id, stored_failure = active[name]
+            if run.failed_step != stored_failure:
+                db.execute("UPDATE runs SET failed_step = ? WHERE id = ?",
+                           (run.failed_step, run_id))
+                active[name] = (run_id, run.failed_step)
             if name in change.definitions:
                 db.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
                 self._write_steps(run_id, run)
@@ -323,25 +335,19 @@ class SqliteStore(RunStore):
                     [(*_step_state(run.steps[step]), run_id, step)
                      for step in step_names if step in run.steps])
         for conversation, name in change.attachments.items():
-            if name is None:
+            if name is None or name not in active:
                 db.execute("DELETE FROM attachments WHERE conversation = ?", (conversation,))
             else:
                 db.execute("INSERT OR REPLACE INTO attachments (conversation, run_id) "
-                           "VALUES (?, ?)", (conversation, self._active_id(name)))
+                           "VALUES (?, ?)", (conversation, active[name][0]))
 
-        run_id = self._active_id(change.run_name) if change.run_name else None
-        cursor = db.execute(
+        entry = active.get(change.run_name) if change.run_name else None
+        run_id = None if entry is None else entry[0]
+        db.execute(
             "INSERT INTO journal (run_id, flow, time, actor, conversation, command, outcome, "
-            "result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "result, events) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, change.run_name, _time(change.time), change.actor, change.conversation,
-             change.command, change.outcome, change.result))
-        journal_id = cursor.lastrowid
-        if change.events:
-            db.executemany(
-                "INSERT INTO events (journal_id, time, kind, step, actor, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(journal_id, _time(e.time), e.kind.value, e.step, e.actor, _event_detail(e))
-                 for e in change.events])
+             change.command, change.outcome, change.result, _events_json(change.events)))
 
     def _write_steps(self, run_id: int | None, run: Run) -> None:
         self._db.executemany(
@@ -350,10 +356,11 @@ class SqliteStore(RunStore):
             [(run_id, step.name, position, encode_definition(step.definition),
               *_step_state(step)) for position, step in enumerate(run.steps.values())])
 
-    def _active_id(self, name: str | None) -> int | None:
-        row = self._db.execute("SELECT id FROM runs WHERE name = ? AND active = 1",
-                               (name,)).fetchone()
-        return None if row is None else row[0]
+    def _active_runs(self) -> dict[str, tuple[int, str | None]]:
+        if self._active is None:
+            self._active = {name: (run_id, failed) for run_id, name, failed in self._db.execute(
+                "SELECT id, name, failed_step FROM runs WHERE active = 1")}
+        return self._active
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -393,14 +400,15 @@ class SqliteStore(RunStore):
 
     def history(self, flow: str, steps: Sequence[str] = (), limit: int | None = None
                 ) -> list[JournalEntry]:
-        query = ("SELECT id, run_id, flow, time, actor, conversation, command, outcome, result "
-                 "FROM journal WHERE flow = ?")
+        query = ("SELECT id, run_id, flow, time, actor, conversation, command, outcome, result, "
+                 "events FROM journal WHERE flow = ?")
         parameters: list[Any] = [flow]
         if steps:
             marks = ", ".join("?" for _ in steps)
             # Refusals cause no events, so the command text is searched for the names too.
             words = "' ' || replace(command, ',', ' ') || ' '"
-            query += (f" AND (id IN (SELECT journal_id FROM events WHERE step IN ({marks}))"
+            query += (" AND (EXISTS (SELECT 1 FROM json_each(journal.events) "
+                      f"WHERE json_extract(value, '$.step') IN ({marks}))"
                       + "".join(f" OR instr({words}, ' ' || ? || ' ') > 0" for _ in steps)
                       + ")")
             parameters.extend(steps)
@@ -410,22 +418,10 @@ class SqliteStore(RunStore):
             query += " LIMIT ?"
             parameters.append(limit)
         entries = [JournalEntry(row[0], row[1], row[2], datetime.fromisoformat(row[3]),
-                                *row[4:]) for row in self._db.execute(query, parameters)]
+                                *row[4:9], events=json.loads(row[9]))
+                   for row in self._db.execute(query, parameters)]
         entries.reverse()
-        self._attach_events(entries)
         return entries
-
-    def _attach_events(self, entries: list[JournalEntry]) -> None:
-        by_id = {entry.entry_id: entry for entry in entries}
-        if not by_id:
-            return
-        for chunk in _chunks(list(by_id), 500):
-            marks = ", ".join("?" for _ in chunk)
-            for journal_id, time, kind, step, actor, detail in self._db.execute(
-                    "SELECT journal_id, time, kind, step, actor, detail FROM events "
-                    f"WHERE journal_id IN ({marks}) ORDER BY id", chunk):
-                by_id[journal_id].events.append({"time": time, "kind": kind, "step": step,
-                                                 "actor": actor, "detail": json.loads(detail)})
 
     def close(self) -> None:
         self._db.close()
@@ -440,6 +436,3 @@ def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
 
 
-def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
