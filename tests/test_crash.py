@@ -177,3 +177,40 @@ def test_sigkill_loses_no_acknowledged_change(trial: int, tmp_path: Path,
         assert database.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         database.close()
+
+
+SAVER = """
+import sys
+from thehat.flowfile import save_flow
+from thehat.model import Flow, StepDef
+
+path = sys.argv[1]
+versions = [Flow(StepDef(f"{prefix}{n:04d}", description="x" * 60,
+                         gates=(f"{prefix}{n - 1:04d}",) if n else ()) for n in range(2000))
+            for prefix in ("a", "b")]
+save_flow(versions[1], path)
+print("ready", flush=True)
+turn = 0
+while True:
+    save_flow(versions[turn % 2], path)
+    turn += 1
+"""
+
+
+@pytest.mark.parametrize("trial", range(10))
+def test_sigkill_during_save_leaves_whole_file(trial: int, tmp_path: Path) -> None:
+    from thehat.flowfile import load_flow
+
+    path = tmp_path / "big.flow"
+    python = Path(thehat_program()).parent / "python"
+    saver = subprocess.Popen([str(python), "-c", SAVER, str(path)], stdout=subprocess.PIPE,
+                             text=True)
+    assert saver.stdout is not None
+    assert saver.stdout.readline() == "ready\n"
+    time.sleep(random.Random(trial).uniform(0.05, 0.6))
+    saver.send_signal(signal.SIGKILL)
+    saver.wait(timeout=REPLY_TIMEOUT)
+
+    flow = load_flow(path)
+    assert len(flow) == 2000
+    assert {name[0] for name in flow.steps} in ({"a"}, {"b"})

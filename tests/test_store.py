@@ -7,6 +7,7 @@ import io
 import json
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,30 @@ def test_store_settings(datadir: Path) -> None:
 
 def test_store_error_is_user_error() -> None:
     assert issubclass(StoreError, TheHatError)
+
+
+def test_second_process_refused(config: Config, datadir: Path) -> None:
+    from tests.frontends.test_tty import thehat_program
+
+    config_file = datadir.parent / "thehat.yaml"
+    config_file.write_text(f"wfengine: {{datadir: '{datadir}'}}\n", encoding="utf-8")
+    command = [str(thehat_program()), "tty", "--user", "alice", "-c", str(config_file)]
+    first = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        # The first process holds the lock once it answers a command.
+        assert first.stdin is not None and first.stdout is not None
+        first.stdin.write("version\n")
+        first.stdin.flush()
+        assert first.stdout.readline().startswith("thehat version")
+
+        second = subprocess.run(command, input="version\n", capture_output=True, text=True,
+                                timeout=30)
+
+        assert second.returncode == 2
+        assert str(datadir) in second.stderr
+        assert f"PID {first.pid}" in second.stderr
+        assert second.stdout == ""
+    finally:
+        first.communicate("quit\n", timeout=30)
+    assert first.returncode == 0
