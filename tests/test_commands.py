@@ -348,3 +348,37 @@ def test_rename_error_has_no_file_line(chat: Chat) -> None:
     reply = chat.say("set openbread name Open Bread")
     assert reply == ("step 'Open Bread': invalid step name 'Open Bread': ' ' (U+0020) is not "
                      "allowed; use only letters, digits, '_', '-' and '.'")
+
+
+def test_lists_with_comma_spaces(chat: Chat, daemon: Daemon) -> None:
+    chat.say("givegroupto food, hardware bob smith")
+    run = daemon.runs["toast"]
+    assert {s.owner for s in run.steps.values()} == {"bob smith"}
+    chat.say("set openbread, gettoaster owner carol")
+    assert run.step("gettoaster").owner == "carol"
+    chat.say("addsequence spread, serve removetoast")
+    assert run.step("serve").definition.gates == ("spread",)
+
+
+def test_any_space_after_command_word(chat: Chat) -> None:
+    assert "Owner of step openbread is now alice" in chat.say("gimme\topenbread")
+    assert "Owner of step gettoaster is now alice" in chat.say("gimme\xa0gettoaster")
+
+
+def test_delstep_of_step_named_force(chat: Chat, daemon: Daemon) -> None:
+    chat.say("addstep force")
+    assert "Deleted step 'force'" in chat.say("delstep force")
+    assert "force" not in daemon.runs["toast"].steps
+
+
+def test_too_many_names_refused(chat: Chat) -> None:
+    names = ",".join(f"s{n}" for n in range(201))
+    reply = chat.say(f"addstep {names}")
+    assert reply == "201 names in one command; give at most 200, or use a group (gimmegroup, " \
+                    "givegroupto)."
+
+
+def test_suggestions_only_for_first_unknown_names(chat: Chat) -> None:
+    reply = chat.say("gimme " + " ".join(f"openbrea{n}" for n in range(12)))
+    assert reply.count("did you mean") == 10
+    assert reply.count("No step named") == 12

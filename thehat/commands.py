@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from thehat import __version__
-from thehat.engine import Run
+from thehat.engine import Run, UnknownStep
 from thehat.errors import CommandError, FlowError, Refusal, TheHatError
 from thehat.events import Event
 from thehat.model import StepDef
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SECTIONS: Final = ("progression", "information", "operations", "editing", "diagnostic")
+MAX_NAMES: Final = 200
+MAX_SUGGESTIONS: Final = 10
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Outcome:
     audience: list[str] = field(default_factory=list)
     result: list[str] = field(default_factory=list)
     refusals: int = 0
+    changed_runs: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -132,6 +135,30 @@ def command_words() -> list[str]:
     return sorted({w for c in COMMANDS.values() for w in (c.name, *c.aliases)})
 
 
+def join_lists(text: str) -> str:
+    """Remove the spaces around commas, so a list typed as `a, b` stays one word.
+
+    >>> join_lists("a , b, c")
+    'a,b,c'
+    """
+    return re.sub(r"\s*,\s*", ",", text.strip())
+
+
+_LEADING_LIST = re.compile(r"\s*([^\s,]+(?:\s*,\s*[^\s,]+)*,?)\s*(.*)", re.DOTALL)
+
+
+def split_leading_list(text: str) -> tuple[list[str], str]:
+    """Split a leading list of names (commas with or without spaces) from the rest of a line.
+
+    >>> split_leading_list("food, hardware bob smith")
+    (['food', 'hardware'], 'bob smith')
+    """
+    match = _LEADING_LIST.fullmatch(text)
+    if match is None:
+        return [], ""
+    return split_names(match.group(1)), match.group(2)
+
+
 def split_names(text: str) -> list[str]:
     """Split a list of names at commas, whitespace or both.
 
@@ -148,7 +175,10 @@ def execute(daemon: Daemon, conversation_id: str, user: str, text: str) -> Outco
     generic line, so a bug never leaks a traceback into a chat room.
     """
     outcome = Outcome()
-    word, _, args = text.strip().partition(" ")
+    # Any whitespace separates the command word, a tab or a no-break space included.
+    parts = text.strip().split(None, 1)
+    word = parts[0] if parts else ""
+    args = parts[1] if len(parts) > 1 else ""
     if not word:
         word = "status"
     entry = lookup(word)
@@ -185,11 +215,24 @@ def execute(daemon: Daemon, conversation_id: str, user: str, text: str) -> Outco
 
 def for_each_step(context: Context, names: list[str],
                   action: Callable[[Run, str], list[Event]]) -> None:
-    """Apply `action` to each named step; a refusal of one step does not stop the others."""
+    """Apply `action` to each named step; a refusal of one step does not stop the others.
+
+    Raises CommandError for more than MAX_NAMES names, because edits recompute the gates of
+    the whole flow for each name. Only the first MAX_SUGGESTIONS unknown names get close-match
+    suggestions.
+    """
     run = context.require_run()
+    if len(names) > MAX_NAMES:
+        raise CommandError(f"{len(names)} names in one command; give at most {MAX_NAMES}, or "
+                           "use a group (gimmegroup, givegroupto).")
+    unknown = 0
     for name in names:
         try:
             context.emit(action(run, name))
+        except UnknownStep as exc:
+            unknown += 1
+            context.reply(str(exc) if unknown <= MAX_SUGGESTIONS else exc.plain_message())
+            context.outcome.refusals += 1
         except (Refusal, FlowError) as exc:
             context.reply(str(exc))
             context.outcome.refusals += 1
@@ -256,8 +299,7 @@ def gimmegroup(context: Context) -> None:
          "Give every step of the groups to someone.", "progression", changes=True,
          details="The owner is the rest of the line after the first word.")
 def givegroupto(context: Context) -> None:
-    first, _, owner = context.args.partition(" ")
-    groups = split_names(first)
+    groups, owner = split_leading_list(context.args)
     owner = owner.strip()
     if not groups or not owner:
         raise usage_error(context)
@@ -475,14 +517,19 @@ def new(context: Context) -> None:
     context.daemon.new(context, names[0])
 
 
-@command("save", "save [<flow>]", "Save the attached flow, optionally under a new name.",
-         "editing",
-         details="Saves current owners and gates into <datadir>/<flow>.flow, atomically.")
+@command("save", "save [<flow> [force]]",
+         "Save the attached flow, optionally under a new name.", "editing",
+         details="Saves current owners and gates into <datadir>/<flow>.flow, atomically. "
+                 "Under a new name the run takes that name; an existing file of that name is "
+                 "replaced only with 'force'.")
 def save(context: Context) -> None:
-    names = context.args.split()
-    if len(names) > 1:
+    words = context.args.split()
+    force = bool(words) and words[-1] in FORCE_WORDS
+    if force:
+        words = words[:-1]
+    if len(words) > 1:
         raise usage_error(context)
-    context.daemon.save(context, names[0] if names else None)
+    context.daemon.save(context, words[0] if words else None, force)
 
 
 @command("dryrun", "dryrun [<step to fail>]",
@@ -520,7 +567,7 @@ def addstep(context: Context) -> None:
          "Add steps that run one after another, optionally gated on existing steps.", "editing",
          changes=True)
 def addsequence(context: Context) -> None:
-    parts = context.args.split()
+    parts = join_lists(context.args).split()
     if not parts or len(parts) > 2:
         raise usage_error(context)
     run = context.require_run()
@@ -547,13 +594,18 @@ def addsequence(context: Context) -> None:
                  "(or --force); then the gates on it are dropped too.")
 def delstep(context: Context) -> None:
     names = split_names(context.args)
-    force = any(n in ("force", "--force", "-f") for n in names)
-    names = [n for n in names if n not in ("force", "--force", "-f")]
+    run = context.require_run()
+    # A last word 'force' is the option unless it is the only word and names a step.
+    force = bool(names) and names[-1] in FORCE_WORDS and not (
+        len(names) == 1 and names[0] in run.steps)
+    if force:
+        names = names[:-1]
     if not names:
         raise usage_error(context)
     for_each_step(context, names, lambda run, n: run.remove_step(n, context.user, force=force))
 
 
+FORCE_WORDS: Final = ("force", "--force", "-f")
 SET_PROPERTIES: Final = (
     "name", "owner", "description", "url", "note", "startCommand", "finishCommand",
     "notifyAtStart", "notifyAtFinish", "group", "groups", "addgroup", "delgroup",
@@ -570,12 +622,12 @@ _TEXT_PROPERTIES: Final = {
          details="Properties: " + " ".join(SET_PROPERTIES) + ". The value is the rest of the "
                  "line; an empty value clears the property. Lists take commas or spaces.")
 def set_property(context: Context) -> None:
-    parts = context.args.split(None, 2)
-    if len(parts) < 2:
+    names, rest = split_leading_list(context.args)
+    parts = rest.split(None, 1)
+    if not names or not parts:
         raise usage_error(context)
-    names = split_names(parts[0])
-    prop = parts[1]
-    value = parts[2].strip() if len(parts) == 3 else ""
+    prop = parts[0]
+    value = parts[1].strip() if len(parts) == 2 else ""
     if prop.casefold() not in {p.casefold() for p in SET_PROPERTIES}:
         raise CommandError(f"{prop!r} is not a step property{did_you_mean(prop, SET_PROPERTIES)};"
                            f" properties: {', '.join(SET_PROPERTIES)}.")

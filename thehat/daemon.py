@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -28,6 +29,7 @@ from thehat.events import EventKind
 from thehat.flowfile import load_flow
 from thehat.lock import DirectoryLock
 from thehat.model import Flow
+from thehat.rendering import RenderService
 from thehat.status import event_lines, status_block
 from thehat.store import DATABASE_NAME, Change, RunStore, SqliteStore, StoreError
 
@@ -72,6 +74,7 @@ class Daemon:
         self.attachments: dict[str, str] = {}
         self.conversations: dict[str, Conversation] = {}
         self.lock: DirectoryLock | None = None
+        self.renderer: RenderService | None = None
         self._lock: asyncio.Lock | None = None
         self._change: Change | None = None
 
@@ -122,8 +125,23 @@ class Daemon:
             self._lock = asyncio.Lock()
         async with self._lock:
             outcome = await asyncio.to_thread(self.execute, conversation.id, user, text)
+        self._mark_stale(outcome)
         await self._broadcast(conversation.id, outcome)
         return Reply(outcome.lines, outcome.quit)
+
+    def _mark_stale(self, outcome: Outcome) -> None:
+        if self.renderer is not None:
+            for name in outcome.changed_runs:
+                if name in self.runs:
+                    self.renderer.mark_stale(name)
+
+    async def snapshot(self, name: str) -> Run | None:
+        """Return a copy of run `name` taken between commands, or None if it is not active."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            run = self.runs.get(name)
+            return None if run is None else run.clone()
 
     def execute(self, conversation_id: str, user: str, text: str) -> Outcome:
         """Run one command synchronously and commit what it changed; callers serialise calls."""
@@ -146,10 +164,9 @@ class Daemon:
     def _commit(self, change: Change, outcome: Outcome) -> bool:
         """Store what the command changed; on failure, put memory back as the store has it.
 
-        Returns False, with the reply replaced by the reason, when the store failed.
+        Records the names of the runs that changed in `outcome.changed_runs`. Returns False,
+        with the reply replaced by the reason, when the store failed.
         """
-        if self.store is None:
-            return True
         change.run_name = outcome.run_name
         change.events = outcome.events
         if outcome.run_name is not None and outcome.events:
@@ -159,7 +176,12 @@ class Daemon:
                 change.definitions.add(outcome.run_name)
         changed = bool(outcome.events or change.new_runs or change.ended_runs or change.renamed
                        or change.attachments or change.reactivated or change.saved)
-        if not changed and not outcome.refusals:
+        if outcome.events and outcome.run_name is not None:
+            outcome.changed_runs.add(outcome.run_name)
+        outcome.changed_runs.update(run.name for run in change.new_runs + change.ended_runs)
+        outcome.changed_runs.update(change.renamed.values())
+        outcome.changed_runs.update(change.reactivated)
+        if self.store is None or (not changed and not outcome.refusals):
             return True
         if changed:
             change.outcome = "partly refused" if outcome.refusals else "accepted"
@@ -170,6 +192,7 @@ class Daemon:
             self.store.commit(change, self.runs)
         except StoreError as exc:
             self.reload_from_store()
+            outcome.changed_runs = set()
             outcome.events = []
             outcome.notices = []
             outcome.lines = [f"{exc}", "Nothing was changed: the command's effect was undone "
@@ -220,11 +243,14 @@ class Daemon:
             self._lock = asyncio.Lock()
         async with self._lock:
             outcome = await asyncio.to_thread(self._open_file, conversation.id, path, user)
+        self._mark_stale(outcome)
         return Reply(outcome.lines, outcome.quit)
 
     def _open_file(self, conversation_id: str, path: str, user: str) -> Outcome:
         outcome = Outcome()
-        name = Path(path).name.removesuffix(".flow") or Path(path).name
+        # The run is named after the file, made a valid flow name so that save works.
+        stem = Path(path).name.removesuffix(".flow")
+        name = re.sub(r"[^\w.-]", "_", stem).lstrip(".") or "flow"
         self._change = Change(self.clock.now(), user, conversation_id, f"open {path}", "", "")
         try:
             if name in self.runs:
@@ -247,7 +273,9 @@ class Daemon:
         return outcome
 
     async def close(self) -> None:
-        """Close the store and release the data directory; runs stay in the store."""
+        """Stop rendering, close the store and release the data directory."""
+        if self.renderer is not None:
+            await self.renderer.close()
         if self.store is not None:
             self.store.close()
         if self.lock is not None:
@@ -277,7 +305,13 @@ class Daemon:
         read from. A missing or invalid file leaves every run as it was and reports file, line
         and cause.
         """
-        name = name.removesuffix(".flow")
+        name = self.datadir.normalize(name)
+        if not fresh and name not in self.runs:
+            # A name that reaches an active run's file another way (a symbolic link inside
+            # the data directory) joins that run rather than starting a second one.
+            resolved = str(self.datadir.path_for(name).resolve())
+            name = next((run.name for run in self.runs.values() if run.source == resolved),
+                        name)
         if name in self.runs and not fresh:
             self.attach(context.conversation_id, name)
             context.outcome.run_name = name
@@ -291,7 +325,7 @@ class Daemon:
             if source is not None:
                 flow = load_flow(source)
             else:
-                source = str(self.datadir.path_for(name))
+                source = str(self.datadir.path_for(name).resolve())
                 flow = self.datadir.read(name)
         except FlowError as exc:
             raise CommandError(f"Error loading flow {name}; nothing changed:\n{exc}") from exc
@@ -317,7 +351,7 @@ class Daemon:
 
     def restore(self, context: Context, name: str) -> None:
         """Attach to the active run of flow `name`, or bring back its latest ended run."""
-        name = name.removesuffix(".flow")
+        name = self.datadir.normalize(name)
         if name not in self.runs:
             record = self.store.latest_run(name, active=False) if self.store else None
             if record is None:
@@ -338,11 +372,14 @@ class Daemon:
         context.outcome.status_header = "status"
 
     def new(self, context: Context, name: str) -> None:
-        name = name.removesuffix(".flow")
-        self.datadir.path_for(name)
+        name = self.datadir.normalize(name)
+        path = self.datadir.path_for(name)
         if name in self.runs:
             raise CommandError(f"A run of flow {name} is active; unload it first or pick "
                                "another name.")
+        if path.exists():
+            raise CommandError(f"Flow file {path} exists; load {name} to run it, or pick "
+                               "another name so that save does not replace it.")
         self.start_run(Run(name, Flow([]), self.clock))
         self.attach(context.conversation_id, name)
         context.outcome.run_name = name
@@ -350,12 +387,18 @@ class Daemon:
         context.reply("IMPORTANT: *save* your workflow before running it, else your work will "
                       "be lost!")
 
-    def save(self, context: Context, new_name: str | None) -> None:
-        """Write the attached run's flow to the data directory; rename only after success."""
+    def save(self, context: Context, new_name: str | None, force: bool = False) -> None:
+        """Write the attached run's flow to the data directory; rename only after success.
+
+        Saving under another name refuses to replace an existing file unless `force`.
+        """
         run = context.require_run()
-        name = (new_name or run.name).removesuffix(".flow")
+        name = self.datadir.normalize(new_name) if new_name else run.name
         if name != run.name and name in self.runs:
             raise CommandError(f"A run of flow {name} is active; pick another name.")
+        if name != run.name and not force and self.datadir.path_for(name).exists():
+            raise CommandError(f"Flow file {self.datadir.path_for(name)} exists; say save "
+                               f"{name} force to replace it, or pick another name.")
         path = self.datadir.write(name, run.flow())
         if self._change is not None:
             self._change.saved = True

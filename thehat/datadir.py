@@ -66,10 +66,24 @@ class DataDirectory:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @staticmethod
+    def normalize(name: str) -> str:
+        """Return the flow name a user means: `toast.flow` is `toast`.
+
+        Raises InvalidFlowName for a name that could leave the data directory.
+
+        >>> DataDirectory.normalize("ops/window.flow")
+        'ops/window'
+        """
+        name = name.removesuffix(FLOW_SUFFIX)
+        problem = flow_name_problem(name)
+        if problem is not None:
+            raise InvalidFlowName(f"Invalid flow name {name!r}: {problem}.")
+        return name
+
     def path_for(self, name: str) -> Path:
-        """Return the file of flow `name`; raise InvalidFlowName if it would leave the root."""
-        if name.endswith(FLOW_SUFFIX):
-            name = name[: -len(FLOW_SUFFIX)]
+        """Return the file of flow `name` (a normalized name); raise InvalidFlowName if it is
+        not valid or leads out of the root."""
         problem = flow_name_problem(name)
         if problem is not None:
             raise InvalidFlowName(f"Invalid flow name {name!r}: {problem}.")

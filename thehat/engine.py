@@ -52,11 +52,23 @@ class SystemClock:
 
 
 class UnknownStep(Refusal):
-    """A command named a step that the run does not have."""
+    """A command named a step that the run does not have.
+
+    The close-match suggestion in the message compares the name with every step name, so it
+    is computed only when the message is read; `plain_message` leaves it out.
+    """
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         self.name = name
-        super().__init__(f"No step named {name!r}{did_you_mean(name, known)}; state unchanged.")
+        self.known = known
+        super().__init__(name)
+
+    def plain_message(self) -> str:
+        return f"No step named {self.name!r}; state unchanged."
+
+    def __str__(self) -> str:
+        return (f"No step named {self.name!r}{did_you_mean(self.name, self.known)}; "
+                "state unchanged.")
 
 
 @dataclass(slots=True)
@@ -188,6 +200,8 @@ class Run:
         Anyone may assign any step, in any state, to anyone, as in the original.
         """
         step = self.step(name)
+        if owner is not None and ("\n" in owner or "\r" in owner):
+            raise Refusal(f"An owner must be a single line; {owner!r} is not.")
         old, step.owner = step.owner, owner or None
         return [self._event(EventKind.OWNER_CHANGED, actor, name, old=old, new=step.owner)]
 
@@ -295,7 +309,10 @@ class Run:
 
     def remove_step(self, name: str, actor: str, force: bool = False) -> list[Event]:
         """Delete a step. If others gate on it, refuse unless `force`, which drops those gates."""
-        self.step(name)
+        step = self.step(name)
+        if self.reverting and step.state in STARTED_STATES:
+            raise Refusal(f"Step {name} was started and is not reverted yet; revert it before "
+                          "deleting it.")
         dependants = self.dependants(name)
         if dependants and not force:
             raise Refusal(f"Step {name} gates {', '.join(dependants)}; deleting it would drop "
@@ -318,6 +335,13 @@ class Run:
             raise ValueError("use rename_step or set_owner to change a step's name or owner")
         new = dataclasses.replace(step.definition, **changes)
         self._check_definition(new, step.definition)
+        if step.state is not StepState.PENDING:
+            unfinished = [g for g in new.gates if g not in step.definition.gates
+                          and self.steps[g].state is not StepState.FINISHED]
+            if unfinished:
+                raise Refusal(f"Step {name} is {step.state.display(self.reverting)}, so it "
+                              f"cannot wait for {', '.join(unfinished)}, which "
+                              f"{'has' if len(unfinished) == 1 else 'have'} not finished.")
         events = []
         for field_name, value in changes.items():
             old = getattr(step.definition, field_name)
@@ -344,6 +368,11 @@ class Run:
             other = self.steps[dependant]
             gates = tuple(new_name if g == name else g for g in other.definition.gates)
             other.definition = dataclasses.replace(other.definition, gates=gates)
+        if self.failed_step == name:
+            self.failed_step = new_name
+        if name in self._actionable:
+            # The renamed step was ready before, so it must not be announced as newly ready.
+            self._actionable = (self._actionable - {name}) | {new_name}
         event = self._event(EventKind.STEP_EDITED, actor, new_name,
                             field="name", old=name, new=new_name)
         return self._edited([event], actor)

@@ -547,10 +547,13 @@ def _build_flow(steps: Sequence[StepDef], source: str, problems: list[Problem]) 
         return Flow(steps, source)
     except FlowError as exc:
         problems.extend(exc.problems)
+        # Flow checked the graph itself only if every step was valid.
+        if any(p.message.startswith(("gate ", "gates ")) for p in exc.problems):
+            return None
         first_of_each: dict[str, StepDef] = {}
         for step in steps:
             first_of_each.setdefault(step.name, step)
-        problems.extend(p for p in graph_problems(first_of_each) if p not in exc.problems)
+        problems.extend(graph_problems(first_of_each))
         return None
 
 
@@ -562,7 +565,12 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
     """
     source = os.fspath(path)
     try:
-        with open(source, "rb") as file:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is rejected just below.
+        descriptor = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise FlowError([Problem("not a regular file; a flow is a YAML text file")], source)
+        with os.fdopen(descriptor, "rb") as file:
             # Size the read by the file, so a small file does not allocate the whole limit. A
             # file that grew, or a pipe (size 0), is read on up to the limit.
             size = os.fstat(file.fileno()).st_size

@@ -109,7 +109,8 @@ class _Reader:
                     continue
                 raise _Unsupported
             match = _KEY_LINE.fullmatch(line)
-            if match is None:
+            if match is None or match.group(2) in _NULL_WORDS:
+                # PyYAML reads a key spelled null as a null key, not as text.
                 raise _Unsupported
             mark = marks[number]
             key_node = ScalarNode(_STR_TAG, match.group(2), mark, mark)
@@ -162,6 +163,10 @@ class _Reader:
             else:
                 break
             number += 1
+        if number == len(lines) and content[-1] != "":
+            # The block's last line ends the file without a line break, which "|" would
+            # not add; PyYAML reads that case.
+            raise _Unsupported
         while content and content[-1] == "":
             content.pop()
         value = "\n".join(content) + ("" if strip else "\n")

@@ -133,18 +133,25 @@ def find_cycle(gates: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
+# Close-match suggestions compare a name with every step name, so a file with thousands of
+# missing gates gets suggestions for the first few only.
+MAX_SUGGESTIONS: Final = 20
+
+
 def graph_problems(steps: Mapping[str, StepDef]) -> list[Problem]:
     """List what makes the gates of `steps` invalid: missing steps, self-gates and cycles."""
     problems = []
+    suggested = 0
     for step in steps.values():
         for gate in step.gates:
             if gate == step.name:
                 problems.append(Problem(f"gates on itself ({gate!r}); remove it from 'gates'",
                                         step.line, step.name))
             elif gate not in steps:
-                problems.append(Problem(
-                    f"gate {gate!r} names a missing step{did_you_mean(gate, steps)}",
-                    step.line, step.name))
+                hint = did_you_mean(gate, steps) if suggested < MAX_SUGGESTIONS else ""
+                suggested += 1
+                problems.append(Problem(f"gate {gate!r} names a missing step{hint}",
+                                        step.line, step.name))
     cycle = find_cycle({name: [g for g in s.gates if g != name] for name, s in steps.items()})
     if cycle is not None:
         first = steps[cycle[0]]
