@@ -111,6 +111,7 @@ class Run:
         self.steps: dict[str, RunStep] = {
             step.name: RunStep(step, owner=step.owner) for step in flow
         }
+        self._actionable: set[str] = set()
         self._rebuild()
 
     @classmethod

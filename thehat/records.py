@@ -62,7 +62,7 @@ def _report_rows(record: RunRecord, now: datetime, zone: tzinfo | None
     def moment(value: datetime | None) -> str:
         return "" if value is None else format_time(value, zone)
 
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for order, step in enumerate(record.steps, start=1):
         minutes = str(step.duration_minutes(now)) if step.started_at else ""
         rows.append((str(order), step.name, step.definition.description or "",

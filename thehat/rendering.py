@@ -17,6 +17,7 @@ import re
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -162,7 +163,7 @@ class RenderService:
         log.debug("wrote %d views of flow %s to %s", len(outputs), flow, directory)
 
 
-async def render_views(run: Run, views: tuple[str, ...], zone: object, focus_steps: int,
+async def render_views(run: Run, views: tuple[str, ...], zone: tzinfo | None, focus_steps: int,
                        dot_timeout: float) -> dict[str, bytes]:
     """Render the views of a snapshot: pure renderers in a thread, `dot` as a subprocess.
 

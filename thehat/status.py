@@ -6,7 +6,7 @@ STATE, DUR, NAME, DESCRIPTION table), with typos fixed and columns sized to thei
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, tzinfo
 from typing import Final
 
@@ -42,7 +42,7 @@ def format_time(moment: datetime, zone: tzinfo | None = None) -> str:
     return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def format_table(rows: list[tuple[str, ...]]) -> list[str]:
+def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
     """Align rows into columns two spaces apart; the last column is not padded.
 
     >>> format_table([("OWNER", "NAME"), ("alice", "x")])

@@ -319,35 +319,36 @@ class SqliteStore(RunStore):
         for name, step_names in change.runs.items():
             if name in new_names or name not in runs or name not in active:
                 continue
-            run = runs[name]
+            live = runs[name]
             run_id, stored_failure = active[name]
-            if run.failed_step != stored_failure:
+            if live.failed_step != stored_failure:
                 db.execute("UPDATE runs SET failed_step = ? WHERE id = ?",
-                           (run.failed_step, run_id))
-                active[name] = (run_id, run.failed_step)
+                           (live.failed_step, run_id))
+                active[name] = (run_id, live.failed_step)
             if name in change.definitions:
                 db.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
-                self._write_steps(run_id, run)
+                self._write_steps(run_id, live)
             else:
                 db.executemany(
                     "UPDATE steps SET state = ?, owner = ?, started_at = ?, finished_at = ?, "
                     "failed_at = ?, reverted_at = ? WHERE run_id = ? AND name = ?",
-                    [(*_step_state(run.steps[step]), run_id, step)
-                     for step in step_names if step in run.steps])
-        for conversation, name in change.attachments.items():
-            if name is None or name not in active:
+                    [(*_step_state(live.steps[step]), run_id, step)
+                     for step in step_names if step in live.steps])
+        for conversation, attached in change.attachments.items():
+            if attached is None or attached not in active:
                 db.execute("DELETE FROM attachments WHERE conversation = ?", (conversation,))
             else:
                 db.execute("INSERT OR REPLACE INTO attachments (conversation, run_id) "
-                           "VALUES (?, ?)", (conversation, active[name][0]))
+                           "VALUES (?, ?)", (conversation, active[attached][0]))
 
         entry = active.get(change.run_name) if change.run_name else None
-        run_id = None if entry is None else entry[0]
+        journal_run = None if entry is None else entry[0]
         db.execute(
             "INSERT INTO journal (run_id, flow, time, actor, conversation, command, outcome, "
             "result, events) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, change.run_name, _time(change.time), change.actor, change.conversation,
-             change.command, change.outcome, change.result, _events_json(change.events)))
+            (journal_run, change.run_name, _time(change.time), change.actor,
+             change.conversation, change.command, change.outcome, change.result,
+             _events_json(change.events)))
 
     def _write_steps(self, run_id: int | None, run: Run) -> None:
         self._db.executemany(
@@ -417,9 +418,13 @@ class SqliteStore(RunStore):
         if limit is not None:
             query += " LIMIT ?"
             parameters.append(limit)
-        entries = [JournalEntry(row[0], row[1], row[2], datetime.fromisoformat(row[3]),
-                                *row[4:9], events=json.loads(row[9]))
-                   for row in self._db.execute(query, parameters)]
+        entries = [
+            JournalEntry(entry_id=row[0], run_id=row[1], flow=row[2],
+                         time=datetime.fromisoformat(row[3]), actor=row[4],
+                         conversation=row[5], command=row[6], outcome=row[7], result=row[8],
+                         events=json.loads(row[9]))
+            for row in self._db.execute(query, parameters)
+        ]
         entries.reverse()
         return entries
 
