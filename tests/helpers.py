@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
+from frontends.base import Conversation
 from thehat.model import Flow, StepDef
 
 
@@ -37,3 +39,15 @@ TOAST_STEPS = [
 def toast_flow() -> Flow:
     return Flow(StepDef(name, description=description, groups=tuple(groups), gates=tuple(gates))
                 for name, description, groups, gates in TOAST_STEPS)
+
+
+class MemoryConversation(Conversation):
+    """A conversation that keeps what the daemon sends it."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.id = conversation_id
+        self.medium = conversation_id.split(":")[0]
+        self.received: list[str] = []
+
+    async def send(self, lines: Sequence[str]) -> None:
+        self.received.extend(lines)

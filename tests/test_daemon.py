@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from frontends.base import Conversation
 from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon
 from thehat.flowfile import load_flow, save_flow
 from thehat.model import StepState
 
-from tests.helpers import FakeClock, toast_flow
-
-
-class MemoryConversation(Conversation):
-    """A conversation that keeps what the daemon sends it."""
-
-    def __init__(self, conversation_id: str) -> None:
-        self.id = conversation_id
-        self.medium = conversation_id.split(":")[0]
-        self.received: list[str] = []
-
-    async def send(self, lines: Sequence[str]) -> None:
-        self.received.extend(lines)
+from tests.helpers import FakeClock, MemoryConversation, toast_flow
 
 
 @pytest.fixture
