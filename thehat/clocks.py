@@ -2,9 +2,9 @@
 
 An owner `clock-<type>:<M/D/YYYY>@<H:M:S>` is a clock, with `<type>` one of `alarm`, `handoff`,
 `wait`, `stopwatch` or `event-<minutes>` (any case). The date and time are read in the engine's
-time zone, as leniently as the original TheHat read them: fields of one or two digits, a day past
-the end of its month rolls over into the next month (`2/30/2026` is 2 March), and the year is
-taken literally (`14` is the year 14). A date or time that does not parse, conventionally
+time zone, as leniently as the original TheHat read them. Fields have one or two digits, a day
+past the end of its month rolls over into the next month (`2/30/2026` is 2 March), and the year
+is taken literally (`14` is the year 14). A date or time that does not parse, conventionally
 `0/0/0@0:0:0`, means "as soon as the step is ungated": the clock has no scheduled time. An ISO
 8601 time such as `clock-alarm:2026-12-05T02:00` is accepted as well.
 
@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Final
 
-CLOCK_PREFIX: Final = "clock-"
-
 # The prefix is case-sensitive (`Clock-alarm:...` is a person's name); the type is not.
 _OWNER: Final = re.compile(r"clock-(?P<type>[A-Za-z]+(?:-\d+)?):(?P<when>.*)", re.DOTALL)
 _DATE_TIME: Final = re.compile(
@@ -33,7 +31,7 @@ _DURATION: Final = re.compile(r"(?P<hours>\d+):(?P<minutes>\d+):(?P<seconds>\d+)
 
 
 class ClockKind(enum.Enum):
-    """What a clock owner does once its time has come."""
+    """The action a clock owner takes once its time has come."""
 
     ALARM = "alarm"          # starts the step and finishes it at once
     HANDOFF = "handoff"      # starts the step, then leaves it unassigned for a person
@@ -124,7 +122,7 @@ def _parse_date_time(text: str, zone: tzinfo | None) -> datetime | None:
     if not (1 <= day <= 31):
         return None
     try:
-        # Day 31 of a 30-day month rolls over, as Ruby's Time.local does it.
+        # Day 31 of a 30-day month rolls over into the next month, as in the original TheHat.
         start = date(year, month, 1) + timedelta(days=day - 1)
         clock_time = time(hour, minute, second)
     except (ValueError, OverflowError):

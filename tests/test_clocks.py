@@ -1,0 +1,145 @@
+"""Clock owner names: kinds, lenient dates, ISO 8601 times, stopwatch durations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from thehat.clocks import ClockKind, parse_clock_owner
+
+UTC = timezone.utc
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.mark.parametrize("owner, kind", [
+    ("clock-alarm:12/5/2026@2:0:0", ClockKind.ALARM),
+    ("clock-handoff:12/5/2026@2:0:0", ClockKind.HANDOFF),
+    ("clock-HANDOFF:12/5/2026@2:0:0", ClockKind.HANDOFF),
+    ("clock-wait:12/5/2026@2:0:0", ClockKind.WAIT),
+    ("clock-Event-45:12/5/2026@2:0:0", ClockKind.EVENT),
+])
+def test_clock_kinds(owner: str, kind: ClockKind) -> None:
+    clock = parse_clock_owner(owner, UTC)
+
+    assert clock is not None
+    assert clock.kind is kind
+    assert clock.scheduled == datetime(2026, 12, 5, 2, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("owner", [
+    "alice",
+    "",
+    "Clock-alarm:12/5/2026@2:0:0",
+    "clock-foo:12/5/2026@2:0:0",
+    "clock-owner:12/5/2026@2:0:0",
+    "clock-event:12/5/2026@2:0:0",
+    "clock-alarm-5:12/5/2026@2:0:0",
+    "clock-alarm:soon",
+    "clock-alarm:1/1/2026",
+    "clock-alarm",
+    "program:make deploy",
+])
+def test_not_clocks(owner: str) -> None:
+    assert parse_clock_owner(owner, UTC) is None
+
+
+def test_event_minutes() -> None:
+    clock = parse_clock_owner("clock-event-90:12/5/2026@2:0:0", UTC)
+
+    assert clock is not None
+    assert clock.minutes == 90
+    assert clock.duration is None
+
+
+@pytest.mark.parametrize("when, expected", [
+    ("2/30/2026@7:5:9", datetime(2026, 3, 2, 7, 5, 9, tzinfo=UTC)),
+    ("1/31/2026@23:59:59", datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC)),
+    ("02/03/2026@01:02:03", datetime(2026, 2, 3, 1, 2, 3, tzinfo=UTC)),
+    ("1/1/14@0:0:0", datetime(14, 1, 1, tzinfo=UTC)),
+])
+def test_lenient_dates(when: str, expected: datetime) -> None:
+    clock = parse_clock_owner(f"clock-alarm:{when}", UTC)
+
+    assert clock is not None
+    assert clock.scheduled == expected
+
+
+@pytest.mark.parametrize("when", [
+    "0/0/0@0:0:0", "12/5/2026@2:0", "13/1/2026@0:0:0", "1/32/2026@0:0:0", "1/1/2026@24:0:0",
+    "1/1/2026@0:60:0", "a/b/c@d:e:f", "@",
+])
+def test_unparsed_dates_mean_asap(when: str) -> None:
+    clock = parse_clock_owner(f"clock-alarm:{when}", UTC)
+
+    assert clock is not None
+    assert clock.kind is ClockKind.ALARM
+    assert clock.scheduled is None
+
+
+def test_zone_applies() -> None:
+    clock = parse_clock_owner("clock-alarm:12/5/2026@3:0:0", PARIS)
+
+    assert clock is not None
+    assert clock.scheduled is not None
+    assert clock.scheduled.astimezone(UTC) == datetime(2026, 12, 5, 2, 0, tzinfo=UTC)
+
+
+def test_local_zone_default() -> None:
+    clock = parse_clock_owner("clock-alarm:12/5/2026@3:0:0")
+
+    assert clock is not None
+    assert clock.scheduled == datetime(2026, 12, 5, 3, 0).astimezone()
+
+
+@pytest.mark.parametrize("when, expected", [
+    ("2026-12-05T02:00", datetime(2026, 12, 5, 2, 0, tzinfo=UTC)),
+    ("2026-12-05T02:00:30Z", datetime(2026, 12, 5, 2, 0, 30, tzinfo=UTC)),
+    ("2026-12-05T04:00+02:00", datetime(2026, 12, 5, 2, 0, tzinfo=UTC)),
+    ("2026-12-05 02:00", datetime(2026, 12, 5, 2, 0, tzinfo=UTC)),
+])
+def test_iso_times(when: str, expected: datetime) -> None:
+    clock = parse_clock_owner(f"clock-alarm:{when}", UTC)
+
+    assert clock is not None
+    assert clock.scheduled == expected
+
+
+def test_iso_naive_in_zone() -> None:
+    clock = parse_clock_owner("clock-wait:2026-07-01T12:00", PARIS)
+
+    assert clock is not None
+    assert clock.scheduled is not None
+    assert clock.scheduled.astimezone(UTC) == datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
+
+
+def test_stopwatch_duration() -> None:
+    clock = parse_clock_owner("clock-stopwatch:0/0/0@1:2:30", UTC)
+
+    assert clock is not None
+    assert clock.kind is ClockKind.STOPWATCH
+    assert clock.duration == timedelta(hours=1, minutes=2, seconds=30)
+    assert clock.scheduled is None
+
+
+def test_stopwatch_ignores_date() -> None:
+    clock = parse_clock_owner("clock-stopwatch:12/5/2026@0:0:30", UTC)
+
+    assert clock is not None
+    assert clock.scheduled is None
+    assert clock.duration == timedelta(seconds=30)
+
+
+def test_stopwatch_bad_duration() -> None:
+    clock = parse_clock_owner("clock-stopwatch:0/0/0@soon", UTC)
+
+    assert clock is not None
+    assert clock.duration is None
+
+
+def test_year_one_east_of_utc() -> None:
+    clock = parse_clock_owner("clock-alarm:1/1/1@0:0:0", PARIS)
+
+    assert clock is not None
+    assert clock.scheduled is None
