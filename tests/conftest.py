@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import pytest
 
 # Programs that the test suite runs for real, looked up on PATH.
-REQUIRED_EXECUTABLES: list[str] = ["dot"]
+REQUIRED_EXECUTABLES: list[str] = ["dot", "chromium"]
 
 
 def running_in_ci(environ: Mapping[str, str] = os.environ) -> bool:

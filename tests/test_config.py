@@ -102,5 +102,20 @@ def test_invalid_yaml_named(tmp_path: Path) -> None:
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
-    assert parse_config(None).engine.bindport == 8808
-    assert load_config(write(tmp_path, "# nothing yet\n")).engine.bindport == 8808
+    assert parse_config(None).engine.bindport is None
+    engine = load_config(write(tmp_path, "# nothing yet\n")).engine
+    assert engine.bindport is None
+    assert engine.renderers is None
+    assert engine.views == ("digraph", "text", "ical")
+    assert not engine.renders
+
+
+def test_web_site_and_renderers_switch_rendering_on() -> None:
+    assert parse_config({"wfengine": {"bindport": 0}}).engine.renders
+    assert parse_config({"wfengine": {"renderers": ["text"]}}).engine.renders
+    assert parse_config({"wfengine": {"renderers": []}}).engine.views == ()
+
+
+def test_baseurl_gets_no_port_zero() -> None:
+    engine = parse_config({"wfengine": {"baseurl": "http://localhost", "bindport": 0}}).engine
+    assert engine.baseurl == "http://localhost"

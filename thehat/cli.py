@@ -10,25 +10,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.util
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
 from zoneinfo import ZoneInfo
 
 from frontends.base import Frontend
 from frontends.tty import TerminalFrontend
 from thehat import __version__
 from thehat.config import Config, load_config
-from thehat.daemon import open_daemon
+from thehat.daemon import Daemon, open_daemon
+from thehat.datadir import DataDirectory
+from thehat.engine import Run
 from thehat.errors import TheHatError
-from thehat.flowfile import validate_files
+from thehat.flowfile import load_flow, validate_files
 from thehat.plugins import load_frontends
 from thehat.records import history_export, report_csv, report_text
+from thehat.rendering import RenderService, render_views
 from thehat.store import DATABASE_NAME, SqliteStore
+
+if TYPE_CHECKING:
+    from thehat.web import WebSite
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,21 @@ FRONTEND_EXTRAS: Final = {"thehat-irc": "irc", "thehat-xmpp": "xmpp"}
 
 # Seconds `thehat run` waits for the frontends to disconnect once one of them has ended.
 SHUTDOWN_TIMEOUT: Final = 10.0
+
+# Modules that a view or the web site needs, all from the `web` extra.
+VIEW_MODULES: Final = {"ical": "icalendar"}
+WEB_MODULE: Final = "aiohttp"
+
+# `thehat render --format` -> (renderer, output of render_views).
+RENDER_FORMATS: Final = {
+    "svg": ("digraph", "svg"),
+    "png": ("digraph", "png"),
+    "dot": ("digraph", "dot"),
+    "txt": ("text", "text"),
+    "ics": ("ical", "ical"),
+}
+# Seconds `thehat render` lets dot run.
+RENDER_DOT_TIMEOUT: Final = 300.0
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -139,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output format (default text)")
     report.set_defaults(handler=run_report, default_log_level="WARNING")
 
+    render = subcommands.add_parser(
+        "render", parents=[common], help="write a graph, text dump or calendar of a flow",
+        description="Render FLOW: the active run of that name in the run store of the data "
+                    "directory if there is one, else the flow of that name in the data "
+                    "directory, else the flow file at that path. Every step is drawn.")
+    render.add_argument("flow", metavar="FLOW", help="flow name or flow file path")
+    render.add_argument("--format", choices=tuple(RENDER_FORMATS),
+                        help="output format (default: the extension of the output file)")
+    render.add_argument("-o", "--output", metavar="FILE", default="-",
+                        help="file to write (default: standard output)")
+    render.set_defaults(handler=run_render, default_log_level="WARNING")
+
     version = subcommands.add_parser("version", parents=[common], help="print the version")
     version.set_defaults(handler=run_version, default_log_level="WARNING")
     return parser
@@ -167,10 +202,54 @@ def run_terminal(args: argparse.Namespace) -> int:
 
 async def _serve_terminal(config: Config, user: str, flow: str | None) -> None:
     daemon = await asyncio.to_thread(open_daemon, config)
+    site = None
     try:
+        site = await start_status_site(daemon, config)
         await TerminalFrontend(daemon, config, user=user, flow=flow).serve()
     finally:
+        if site is not None:
+            await site.stop()
         await daemon.close()
+
+
+async def start_status_site(daemon: Daemon, config: Config) -> WebSite | None:
+    """Start rendering and the web site as `config` asks; return the site, if it runs.
+
+    Views are rendered into the web directory when `wfengine.bindport` or
+    `wfengine.renderers` is set, and the site runs when `wfengine.bindport` is set. When
+    its address cannot be bound, a warning is logged and the daemon runs without it.
+    Raises TheHatError when a library that the configuration needs is not installed.
+    """
+    engine = config.engine
+    if not engine.renders:
+        return None
+    needed = [VIEW_MODULES[view] for view in engine.views if view in VIEW_MODULES]
+    if engine.bindport is not None:
+        needed.append(WEB_MODULE)
+    missing = [module for module in needed if importlib.util.find_spec(module) is None]
+    if missing:
+        raise TheHatError(f"the web site and views configured in wfengine need "
+                          f"{', '.join(missing)}; install the web extra: "
+                          "pip install 'thehat[web]'")
+
+    daemon.renderer = RenderService(daemon, engine.web_directory, engine.views)
+    for name in list(daemon.runs):
+        daemon.renderer.mark_stale(name)
+    if engine.bindport is None:
+        log.info("rendering %s into %s", ", ".join(engine.views) or "no views",
+                 engine.web_directory)
+        return None
+
+    from thehat.web import WebSite
+
+    site = WebSite(daemon, config)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.warning("cannot start the status web site on %s port %d: %s; running without it",
+                    engine.bindaddr, engine.bindport, exc)
+        return None
+    return site
 
 
 def run_daemon(args: argparse.Namespace) -> int:
@@ -215,11 +294,17 @@ def _unhandled_message(section: str, source: str) -> str:
 async def serve_frontends(config: Config, classes: Sequence[type[Frontend]]) -> int:
     """Serve every frontend on one daemon until one ends or SIGINT/SIGTERM arrives.
 
-    Then stop the others, wait up to SHUTDOWN_TIMEOUT seconds for them and close the
-    daemon. Returns 0, or 1 when a frontend failed unexpectedly (logged). Re-raises the
+    Rendering and the status web site run beside them when the configuration asks for them
+    (see `start_status_site`). At the end, stop the other frontends, wait up to
+    SHUTDOWN_TIMEOUT seconds for them, stop the web site and close the daemon. Returns 0, or 1 when a frontend failed unexpectedly (logged). Re-raises the
     first TheHatError a frontend raised (for example a missing library).
     """
     daemon = await asyncio.to_thread(open_daemon, config)
+    try:
+        site = await start_status_site(daemon, config)
+    except BaseException:
+        await daemon.close()
+        raise
     frontends = [cls(daemon, config) for cls in classes]
     tasks = {asyncio.create_task(frontend.serve(), name=f"frontend {frontend.name}"): frontend
              for frontend in frontends}
@@ -237,6 +322,8 @@ async def serve_frontends(config: Config, classes: Sequence[type[Frontend]]) -> 
         waiter.cancel()
         _remove_stop_signals(signals)
         await _stop_frontends(tasks)
+        if site is not None:
+            await site.stop()
         await daemon.close()
     return _frontend_status(tasks)
 
@@ -334,6 +421,71 @@ def run_report(args: argparse.Namespace) -> int:
     render = report_csv if args.format == "csv" else report_text
     sys.stdout.write(render(record, now, zone))
     return EXIT_OK
+
+
+def run_render(args: argparse.Namespace) -> int:
+    """Run `thehat render FLOW`: write one view of the flow to a file or standard output."""
+    config = load_config(args.config)
+    form = args.format or Path(args.output).suffix.removeprefix(".").lower()
+    if form not in RENDER_FORMATS:
+        raise TheHatError(f"cannot tell the output format from {args.output!r}; give "
+                          f"--format {'|'.join(RENDER_FORMATS)}")
+    view, output = RENDER_FORMATS[form]
+    module = VIEW_MODULES.get(view)
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise TheHatError(f"--format {form} needs {module}, which is not installed: "
+                          "pip install 'thehat[web]'")
+    zone = ZoneInfo(config.engine.timezone) if config.engine.timezone else None
+    run = _run_to_render(config, args.flow)
+
+    if form == "dot":
+        # The DOT text needs no layout, so graphviz need not be installed for it.
+        from renderers.digraph import render_dot
+
+        data = render_dot(run, zone).encode("utf-8")
+    else:
+        outputs = asyncio.run(render_views(run, (view,), zone, max(len(run.steps), 1),
+                                           RENDER_DOT_TIMEOUT))
+        data = outputs[output]
+
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    try:
+        Path(args.output).write_bytes(data)
+    except OSError as exc:
+        raise TheHatError(f"cannot write {args.output}: {exc.strerror}") from exc
+    log.info("wrote the %s of flow %s to %s", form, run.name, args.output)
+    return EXIT_OK
+
+
+def _run_to_render(config: Config, flow: str) -> Run:
+    """Return the active run named `flow` from the run store, else a new run of the flow
+    file of that name in the data directory, else of the file at path `flow`."""
+    datadir = DataDirectory(config.engine.datadir)
+    try:
+        name: str | None = datadir.normalize(flow)
+    except TheHatError:
+        name = None
+    database = config.engine.datadir / DATABASE_NAME
+    if name is not None and database.is_file():
+        store = SqliteStore(database)
+        try:
+            record = store.latest_run(name, active=True)
+        finally:
+            store.close()
+        if record is not None:
+            return Run.restored(record.name, record.steps, record.failed_step,
+                                source=record.source)
+    if name is not None and datadir.path_for(name).is_file():
+        return Run(name, datadir.read(name))
+    path = Path(flow)
+    if path.is_file():
+        return Run(path.name.removesuffix(".flow"), load_flow(path), source=str(path.resolve()))
+    raise TheHatError(f"no active run of flow {flow!r}, no flow file for it in "
+                      f"{config.engine.datadir} and no file at that path; check the name "
+                      "(thehat tty lists flows with ls) or -c/--config")
 
 
 def run_version(args: argparse.Namespace) -> int:

@@ -66,9 +66,11 @@ class EngineConfig:
     webdir: Path | None = None
     baseurl: str | None = None
     bindaddr: str = "127.0.0.1"
-    bindport: int = 8808
+    # The web site runs only when a port is set; 0 binds any free port.
+    bindport: int | None = None
     allow_exec: bool = False
-    renderers: tuple[str, ...] = RENDERER_NAMES
+    # None: not configured, so views are rendered only for the web site, and all of them.
+    renderers: tuple[str, ...] | None = None
     vcs: VcsConfig | None = None
     admins: tuple[str, ...] = ()
     timezone: str | None = None
@@ -78,6 +80,17 @@ class EngineConfig:
     @property
     def web_directory(self) -> Path:
         return self.webdir if self.webdir is not None else self.datadir / "www"
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """Return the renderers to run: those configured, else every one."""
+        return RENDERER_NAMES if self.renderers is None else self.renderers
+
+    @property
+    def renders(self) -> bool:
+        """Tell whether views are written to the web directory: for the web site, or
+        because `renderers` is configured."""
+        return self.bindport is not None or self.renderers is not None
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,7 @@ def _parse_engine(section: Any, source: str, base: Path) -> EngineConfig:
         values["status_rows"] = _count(section["statusRows"], "wfengine.statusRows", source)
     if section.get("timezone") is not None:
         values["timezone"] = _timezone(section["timezone"], source)
-    if "baseurl" in values and "bindport" in values and section.get("baseurl") is not None:
+    if "baseurl" in values and values.get("bindport"):
         values["baseurl"] = _with_port(values["baseurl"], values["bindport"])
     return EngineConfig(**values)
 

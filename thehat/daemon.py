@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -31,12 +32,14 @@ from thehat.lock import DirectoryLock
 from thehat.model import Flow
 from thehat.rendering import RenderService
 from thehat.status import event_lines, status_block
-from thehat.store import DATABASE_NAME, Change, RunStore, SqliteStore, StoreError
+from thehat.store import DATABASE_NAME, Change, JournalEntry, RunStore, SqliteStore, StoreError
 
 log = logging.getLogger(__name__)
 
 DEFINITION_EVENTS = frozenset({EventKind.STEP_ADDED, EventKind.STEP_REMOVED,
                                EventKind.STEP_EDITED})
+# Journal entries kept in memory per run when the daemon has no store.
+RECENT_ENTRIES = 50
 
 
 @dataclass
@@ -75,6 +78,11 @@ class Daemon:
         self.conversations: dict[str, Conversation] = {}
         self.lock: DirectoryLock | None = None
         self.renderer: RenderService | None = None
+        # The status page address shown in status blocks; the web site fills it in once it
+        # is bound, when the configuration gives none.
+        self.baseurl: str | None = engine.baseurl
+        # Without a store, the newest journal entries of each run, for the web site.
+        self.recent: dict[str, deque[JournalEntry]] = {}
         self._lock: asyncio.Lock | None = None
         self._change: Change | None = None
 
@@ -151,6 +159,8 @@ class Daemon:
         try:
             outcome = commands.execute(self, conversation_id, user, text)
             self._commit(self._change, outcome)
+            if self.store is None:
+                self._remember(self._change, outcome)
         finally:
             self._change = None
         if outcome.run_name:
@@ -201,6 +211,34 @@ class Daemon:
             outcome.quit = False
             return False
         return True
+
+    def _remember(self, change: Change, outcome: Outcome) -> None:
+        """Keep a journal entry in memory for a command that acted on a run (no store)."""
+        if outcome.run_name is None or not (outcome.events or outcome.refusals):
+            return
+        if outcome.events:
+            verdict = "partly refused" if outcome.refusals else "accepted"
+        else:
+            verdict = "refused"
+        entries = self.recent.setdefault(outcome.run_name, deque(maxlen=RECENT_ENTRIES))
+        number = entries[-1].entry_id + 1 if entries else 1
+        entries.append(JournalEntry(
+            entry_id=number, run_id=None, flow=outcome.run_name, time=change.time,
+            actor=change.actor, conversation=change.conversation, command=change.command,
+            outcome=verdict, result="\n".join(outcome.result or event_lines(outcome.events))))
+
+    async def recent_history(self, name: str, limit: int) -> list[JournalEntry]:
+        """Return the newest `limit` journal entries of flow `name`, oldest first.
+
+        Reads the store between commands, in a worker thread; without a store, returns what
+        this process remembers of the run.
+        """
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.store is None:
+                return list(self.recent.get(name, ()))[-limit:]
+            return await asyncio.to_thread(self.store.history, name, (), limit)
 
     def reload_from_store(self) -> None:
         """Replace every run and attachment in memory by what the store holds."""
@@ -287,7 +325,7 @@ class Daemon:
         """Build the status block; unless `complete`, list at most `wfengine.statusRows` steps."""
         limit = None if complete else self.config.engine.status_rows
         return status_block(run, header, self.clock.now(), self.zone,
-                            self.config.engine.baseurl, limit)
+                            self.baseurl, limit)
 
     def start_run(self, run: Run) -> None:
         """Make `run` an active run, replacing (and ending) an active run of the same name."""

@@ -11,6 +11,7 @@ atomically. Listeners (the web site) are told when a flow's files are new.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
@@ -44,13 +45,18 @@ Listener = Callable[[str, int], Awaitable[None]]
 
 
 def web_key(flow: str) -> str:
-    """Return the directory name of a flow's views: its name with `/` and odd characters
-    replaced, never `.` or `..`.
+    """Return the directory name of a flow's views, never `.` or `..`.
 
-    >>> web_key("ops/db upgrade"), web_key(".."), web_key("toast")
-    ('ops_db_upgrade', '_..', 'toast')
+    A name made only of letters, digits, `_`, `-` and `.` is used as it is. Otherwise the odd
+    characters become `_` and a short hash of the name follows, so that `ops/db` and `ops_db`
+    get different directories.
+
+    >>> web_key("toast"), web_key("ops/db"), web_key("ops_db"), web_key("..")
+    ('toast', 'ops_db-953c7dbe', 'ops_db', '_..')
     """
     key = _UNSAFE.sub("_", flow) or "_"
+    if key != flow:
+        key += "-" + hashlib.sha256(flow.encode("utf-8")).hexdigest()[:8]
     return "_" + key if key.startswith(".") else key
 
 
@@ -142,13 +148,14 @@ class RenderService:
         except TheHatError as exc:
             state.error = str(exc)
             log.warning("rendering flow %s failed: %s", flow, exc)
-            return
         except OSError as exc:
             state.error = f"cannot write the views of flow {flow}: {exc.strerror}"
             log.warning("writing the views of flow %s failed: %s", flow, exc)
-            return
-        state.error = None
-        state.version += 1
+        else:
+            state.error = None
+            state.version += 1
+        # Listeners hear of failed renders too: the run changed even if its graph did not,
+        # and last_error tells them why the graph is old.
         for listener in list(self.listeners):
             try:
                 await listener(flow, state.version)
