@@ -112,3 +112,21 @@ def test_bench_doctests_pass(bench: ModuleType) -> None:
     failures, tried = doctest.testmod(bench)
     assert tried > 0
     assert failures == 0
+
+
+def test_render_measurements_small(bench: ModuleType, tmp_path) -> None:
+    import asyncio
+
+    flow = bench.generate_flow(40)
+    run = bench.half_finished_run(flow)
+    finished = sum(step.state.value == "done" for step in run.steps.values())
+    assert finished == 20
+    render_ns = bench.measure_render(run, 1)
+    finish_ns = asyncio.run(bench.measure_finish_to_svg(flow, tmp_path, 2))
+    assert len(render_ns) == 1 and render_ns[0] > 0
+    assert len(finish_ns) == 2 and min(finish_ns) > 0
+
+    section = bench.render_section([(40, render_ns, finish_ns)], bench.datetime.now(
+        bench.timezone.utc), None)
+    assert section.startswith("## Rendering")
+    assert "| Render the graph views, median (ms) |" in section

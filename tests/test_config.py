@@ -119,3 +119,11 @@ def test_web_site_and_renderers_switch_rendering_on() -> None:
 def test_baseurl_gets_no_port_zero() -> None:
     engine = parse_config({"wfengine": {"baseurl": "http://localhost", "bindport": 0}}).engine
     assert engine.baseurl == "http://localhost"
+
+
+def test_registered_renderer_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from thehat import config as config_module
+
+    monkeypatch.setattr(config_module, "_registered_renderers", lambda: ("mermaid",))
+    config = load_config(write(tmp_path, "wfengine:\n  renderers: [WorkflowDigraph, mermaid]\n"))
+    assert config.engine.renderers == ("digraph", "mermaid")

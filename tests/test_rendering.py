@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from thehat import rendering
+from renderers.base import Renderer
+from thehat import plugins, rendering
 from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon, open_daemon
 from thehat.flowfile import save_flow
@@ -109,3 +110,27 @@ def test_web_key_never_leaves_directory() -> None:
         key = web_key(name)
         assert "/" not in key
         assert key not in (".", "..")
+
+
+class ShoutRenderer(Renderer):
+    """A renderer as a third-party package would register it."""
+
+    name = "shout"
+    suffix = ".shout"
+    media_type = "text/plain"
+
+    def render(self, run, zone=None) -> bytes:
+        return f"FLOW {run.name.upper()} HAS {len(run.steps)} STEPS".encode()
+
+
+async def test_registered_renderer_is_rendered(daemon: Daemon, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugins, "load_renderers", lambda: {"shout": ShoutRenderer})
+    service = RenderService(daemon, tmp_path / "www", ("text", "shout"))
+    daemon.renderer = service
+    tty = MemoryConversation("tty:alice")
+    daemon.register(tty)
+    await daemon.handle(tty, "alice", "load toast")
+    await service.wait_rendered("toast")
+    assert service.path("toast", "shout") == tmp_path / "www" / "toast" / "shout.shout"
+    assert service.path("toast", "shout").read_text() == "FLOW TOAST HAS 8 STEPS"

@@ -266,11 +266,15 @@ def _with_port(baseurl: str, port: int) -> str:
 def _renderers(value: Any, source: str) -> tuple[str, ...]:
     names = _text_list(value, "wfengine.renderers", source)
     result: list[str] = []
+    registered: tuple[str, ...] = ()
     for name in names:
         if name in RENDERER_NAMES:
             mapped: str | None = name
         elif name in RENDERER_ALIASES:
             mapped = RENDERER_ALIASES[name]
+        elif name in (registered := registered or _registered_renderers()):
+            # A renderer another package registers under the thehat.renderers entry points.
+            mapped = name
         else:
             accepted = ", ".join(RENDERER_NAMES + tuple(RENDERER_ALIASES))
             raise ConfigError(f"{source}: wfengine.renderers has unknown renderer {name!r}"
@@ -279,6 +283,13 @@ def _renderers(value: Any, source: str) -> tuple[str, ...]:
         if mapped is not None and mapped not in result:
             result.append(mapped)
     return tuple(result)
+
+
+def _registered_renderers() -> tuple[str, ...]:
+    """Return the names of the thehat.renderers entry points, without importing them."""
+    from importlib.metadata import entry_points
+
+    return tuple(sorted(e.name for e in entry_points(group="thehat.renderers")))
 
 
 def _vcs(value: Any, source: str) -> VcsConfig:

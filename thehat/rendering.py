@@ -40,6 +40,8 @@ VIEW_FILES: Final = {
     "ical": "calendar.ics",
 }
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]")
+# Above this many steps the graph shows the steps that need attention and their neighbours.
+DEFAULT_FOCUS_STEPS: Final = 300
 
 Listener = Callable[[str, int], Awaitable[None]]
 
@@ -80,7 +82,7 @@ class RenderService:
     """
 
     def __init__(self, daemon: Daemon, webdir: Path, views: tuple[str, ...],
-                 focus_steps: int = 300, dot_timeout: float = 60.0) -> None:
+                 focus_steps: int = DEFAULT_FOCUS_STEPS, dot_timeout: float = 60.0) -> None:
         self.daemon = daemon
         self.webdir = webdir
         self.views = views
@@ -93,7 +95,7 @@ class RenderService:
         return self.webdir / web_key(flow)
 
     def path(self, flow: str, view: str) -> Path:
-        return self.directory(flow) / VIEW_FILES[view]
+        return self.directory(flow) / view_file(view)
 
     def version(self, flow: str) -> int:
         """Return how many times the flow's views were written; 0 before the first render."""
@@ -166,7 +168,7 @@ class RenderService:
         directory = self.directory(flow)
         directory.mkdir(parents=True, exist_ok=True)
         for view, data in outputs.items():
-            write_atomically(directory / VIEW_FILES[view], data)
+            write_atomically(directory / view_file(view), data)
         log.debug("wrote %d views of flow %s to %s", len(outputs), flow, directory)
 
 
@@ -194,7 +196,29 @@ async def render_views(run: Run, views: tuple[str, ...], zone: tzinfo | None, fo
         outputs["dot"] = dot_text.encode("utf-8")
         graphs = await run_dot(dot_text, ("svg", "png", "cmapx"), timeout=dot_timeout)
         outputs.update(graphs)
+    extra = [view for view in views if view not in BUILT_IN_VIEWS]
+    if extra:
+        from thehat.plugins import load_renderers
+
+        registered = load_renderers()
+        for view in extra:
+            renderer = registered[view]()
+            outputs[view] = await asyncio.to_thread(renderer.render, run, zone)
     return outputs
+
+
+BUILT_IN_VIEWS: Final = frozenset({"digraph", "text", "ical"})
+
+
+def view_file(view: str) -> str:
+    """Return the file name of a view: a built-in one's from VIEW_FILES, else the name of the
+    registered renderer followed by its suffix (`mermaid` -> `mermaid.mmd`)."""
+    if view in VIEW_FILES:
+        return VIEW_FILES[view]
+    from thehat.plugins import load_renderers
+
+    renderer = load_renderers()[view]
+    return web_key(view) + renderer.suffix
 
 
 def write_atomically(path: Path, data: bytes) -> None:
