@@ -18,7 +18,9 @@ from collections.abc import Mapping
 import pytest
 
 # Programs that the test suite runs for real, looked up on PATH.
-REQUIRED_EXECUTABLES: list[str] = ["dot", "chromium"]
+REQUIRED_EXECUTABLES: list[str] = ["dot", "chromium", "ngircd"]
+# Searched after PATH: Debian installs server programs such as ngircd in sbin.
+SBIN_DIRECTORIES = ["/usr/local/sbin", "/usr/sbin", "/sbin"]
 
 
 def running_in_ci(environ: Mapping[str, str] = os.environ) -> bool:
@@ -34,7 +36,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """End the session before collection when CI is set and a required program is missing."""
     if not running_in_ci():
         return
-    missing = [name for name in REQUIRED_EXECUTABLES if shutil.which(name) is None]
+    search = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRECTORIES])
+    missing = [name for name in REQUIRED_EXECUTABLES if shutil.which(name, path=search) is None]
     if missing:
         pytest.exit(
             f"CI is set but these required programs are not on PATH: {', '.join(missing)}; "
