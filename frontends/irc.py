@@ -45,6 +45,7 @@ from frontends.irc_protocol import (
 )
 from frontends.outbox import Outbox, TransmitError
 from frontends.reconnect import ExponentialBackoff, ReconnectStrategy
+from frontends.tasks import Waker, cancel_all, spawn
 from thehat.errors import TheHatError
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class IrcFrontend(Frontend):
         self._reactor: Any = None
         self.session: Session | None = None
         self.stopping = False
-        self._wake = asyncio.Event()
+        self._waker = Waker()
         self.commands: asyncio.Queue[Request] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -155,7 +156,7 @@ class IrcFrontend(Frontend):
         if self.stopping:
             return
         self.stopping = True
-        self._wake.set()
+        self._waker.wake()
         session = self.session
         if session is None or not session.connection.is_open():
             return
@@ -166,34 +167,16 @@ class IrcFrontend(Frontend):
         session.connection.disconnect(message)
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        await self._waker.sleep(seconds)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None], name: str,
                tasks: set[asyncio.Task[None]] | None = None) -> asyncio.Task[None]:
         """Start a task and keep a reference to it until it ends, in `tasks` (default: all)."""
-        group = self._tasks if tasks is None else tasks
-        task = asyncio.create_task(coroutine, name=name)
-        group.add(task)
-        task.add_done_callback(group.discard)
-        task.add_done_callback(self._log_crash)
-        return task
-
-    @staticmethod
-    def _log_crash(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+        return spawn(self._tasks if tasks is None else tasks, coroutine, name)
 
     @staticmethod
     async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
-        pending = list(tasks)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_all(tasks)
 
     # -- one connection -----------------------------------------------------------------------
 

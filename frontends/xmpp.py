@@ -33,6 +33,7 @@ from frontends.away import AwayLog
 from frontends.base import Conversation, Frontend
 from frontends.outbox import Outbox, TransmitError
 from frontends.reconnect import ExponentialBackoff, ReconnectStrategy
+from frontends.tasks import Waker, cancel_all, spawn
 from frontends.xmpp_config import TlsPolicy, XmppConfig, xmpp_config_from
 from frontends.xmpp_protocol import (
     SentIds,
@@ -183,7 +184,7 @@ class XmppFrontend(Frontend):
         self._library: Any = None
         self._session: _Session | None = None
         self._stopping = False
-        self._wake = asyncio.Event()
+        self._waker = Waker()
         self._requests: asyncio.Queue[_Request] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -229,7 +230,7 @@ class XmppFrontend(Frontend):
         if self._stopping:
             return
         self._stopping = True
-        self._wake.set()
+        self._waker.wake()
         session = self._session
         if session is None:
             return
@@ -246,34 +247,16 @@ class XmppFrontend(Frontend):
             session.lost.set()
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        await self._waker.sleep(seconds)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str,
                tasks: set[asyncio.Task[None]] | None = None) -> asyncio.Task[None]:
         """Start a task and keep a reference to it until it ends, in `tasks` (default: all)."""
-        group = self._tasks if tasks is None else tasks
-        task = asyncio.create_task(coroutine, name=name)
-        group.add(task)
-        task.add_done_callback(group.discard)
-        task.add_done_callback(self._log_crash)
-        return task
-
-    @staticmethod
-    def _log_crash(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+        return spawn(self._tasks if tasks is None else tasks, coroutine, name)
 
     @staticmethod
     async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
-        pending = list(tasks)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_all(tasks)
 
     # -- one connection -----------------------------------------------------------------------
 
