@@ -582,6 +582,7 @@ class XmppFrontend(Frontend):
             "disconnected": self._on_disconnected,
             "connection_failed": self._on_connection_failed,
             "failed_all_auth": self._on_failed_auth,
+            "ssl_invalid_chain": self._on_invalid_certificate,
             "stream_error": self._on_stream_error,
             "groupchat_message": self._on_groupchat_message,
             "groupchat_message_error": self._on_message_error,
@@ -616,10 +617,28 @@ class XmppFrontend(Frontend):
         session.lost.set()
 
     def _on_failed_auth(self, session: _Session, data: Any) -> None:
+        if self.settings.tls is not TlsPolicy.OFF and not self._encrypted(session.client):
+            # slixmpp 1.17 also fires failed_all_auth when no SASL mechanism is usable. With
+            # TLS required it allows none over an unencrypted stream, so it sent no password.
+            session.failure = (f"the server does not offer STARTTLS, and thehat-xmpp.tls: "
+                               f"{self.settings.tls.value} forbids logging in without TLS")
+            log.error("the server %s does not offer STARTTLS; not logging in as %s without "
+                      "TLS", self.settings.domain, self.settings.bare_jid)
+            session.client.abort()
+            return
         session.failure = ("authentication failed: check thehat-xmpp.password (and tls: "
                            "with tls off the server must allow unencrypted login)")
         log.error("the server %s rejected the login of %s", self.settings.domain,
                   self.settings.bare_jid)
+        session.client.abort()
+
+    def _on_invalid_certificate(self, session: _Session, error: Any) -> None:
+        # slixmpp 1.17 fires this for every ssl.SSLError of the STARTTLS handshake, and leaves
+        # the connection open once a handler is registered.
+        session.failure = f"TLS handshake failed: {error}"
+        log.error("TLS handshake with %s failed: %s (the server certificate must be signed "
+                  "by a CA in thehat-xmpp.tls_cafile, or the system's CAs when it is unset)",
+                  self.settings.domain, error)
         session.client.abort()
 
     def _on_stream_error(self, session: _Session, error: Any) -> None:

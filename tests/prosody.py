@@ -1,10 +1,11 @@
 """A real prosody XMPP server for the tests, on 127.0.0.1 only, stopped by its PID.
 
 `ProsodyServer` writes a configuration into a temporary directory of its own: client
-connections on one free port of 127.0.0.1, no server-to-server port, no HTTP ports, no TLS
-(so the clients use `tls: off`), and a multi-user chat component. It registers its accounts
-with prosodyctl and is ready once a client has received a real stream header with
-`<stream:features>`.
+connections on one free port of 127.0.0.1, no server-to-server port, no HTTP ports, and a
+multi-user chat component. Without `certificate` and `key` it offers no TLS (so the clients use
+`tls: off`); with them it requires STARTTLS before login and allows plain authentication only
+over TLS. It registers its accounts with prosodyctl and is ready once a client has received a
+real stream header with `<stream:features>`.
 
 `prosody --version`, like any unknown flag, starts a server with the system configuration, so
 this module only ever runs prosody with `--config` and prosodyctl with `--config FILE register`.
@@ -72,6 +73,9 @@ class ProsodyServer:
     # False sets TCP_NODELAY on prosody's sockets (network_settings.nagle, prosody 0.12).
     nagle: bool = True
     history_length: int = 20
+    # PEM files for STARTTLS on the client port (see tests.tls); both or neither.
+    certificate: Path | None = None
+    key: Path | None = None
     users: tuple[str, ...] = PEOPLE
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prosody-")))
     process: subprocess.Popen[bytes] | None = None
@@ -98,6 +102,18 @@ class ProsodyServer:
         certificates.mkdir(exist_ok=True)
         locking = "true" if self.room_locking else "false"
         nagle = "true" if self.nagle else "false"
+        modules = '"roster"; "saslauth"; "disco"; "ping"; "posix";'
+        if self.certificate is not None and self.key is not None:
+            # mod_tls offers STARTTLS; the modules_enabled list below replaces the defaults.
+            modules += ' "tls";'
+            encryption = f"""\
+c2s_require_encryption = true
+allow_unencrypted_plain_auth = false
+ssl = {{ certificate = "{self.certificate}"; key = "{self.key}"; }}"""
+        else:
+            encryption = """\
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true"""
         text = f"""\
 run_as_root = true
 data_path = "{data}"
@@ -111,10 +127,9 @@ s2s_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
 admins = {{ }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "posix"; }}
+modules_enabled = {{ {modules} }}
 modules_disabled = {{ "s2s"; "offline" }}
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
+{encryption}
 authentication = "internal_hashed"
 storage = "internal"
 network_settings = {{ nagle = {nagle} }}

@@ -27,6 +27,7 @@ from thehat.flowfile import save_flow
 from tests.frontends.irc_client import TIMEOUT, ChatClient
 from tests.helpers import toast_flow
 from tests.servers import HOST, NgircdServer, find_program
+from tests.tls import CertificateFiles, make_certificates
 
 STOP_TIMEOUT = 15.0
 
@@ -37,6 +38,22 @@ def ngircd_program() -> str:
     if program is None:
         pytest.skip("ngircd is not installed (scripts/test installs it)")
     return program
+
+
+@pytest.fixture(scope="session")
+def certificates() -> Iterator[CertificateFiles]:
+    """A throwaway CA and the `localhost`/127.0.0.1 server certificate that it signed."""
+    files = make_certificates()
+    yield files
+    files.remove()
+
+
+@pytest.fixture(scope="session")
+def wrong_ca() -> Iterator[Path]:
+    """The certificate of a CA that did not sign the `certificates` server certificate."""
+    files = make_certificates()
+    yield files.ca_certificate
+    files.remove()
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,8 @@ import asyncio
 import itertools
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,6 +31,7 @@ from tests.frontends.conftest import Bot
 from tests.frontends.irc_client import TIMEOUT, ChatClient
 from tests.helpers import MemoryConversation
 from tests.servers import HOST, NgircdServer, free_port
+from tests.tls import CertificateFiles
 
 BOT = "thehat"
 VERSION_PREFIX = "thehat version"
@@ -494,24 +493,36 @@ async def test_nickserv_identification(new_ircd: Callable[..., NgircdServer],
     assert "ns-secret-51" not in bot_log
 
 
-async def test_tls_with_verified_certificate(new_ircd: Callable[..., NgircdServer],
-                                             start_bot: StartBot, people: People,
-                                             caplog: pytest.LogCaptureFixture) -> None:
-    certificate, key = make_certificate()
-    server = new_ircd(max_penalty=0, tls_port=free_port(), certificate=certificate, key=key)
+async def test_tls_with_test_ca(new_ircd: Callable[..., NgircdServer],
+                                certificates: CertificateFiles, start_bot: StartBot,
+                                people: People) -> None:
+    server = new_ircd(max_penalty=0, tls_port=free_port(), certificate=certificates.certificate,
+                      key=certificates.key)
     alice = await people("alice", server.port, ["#tls"])
 
-    # Verification is on by default: the self-signed certificate is not trusted.
-    refused = await start_bot(server.tls_port, ["#tls"], tls=True, wait=False)
-    await wait_until(lambda: "certificate verify failed" in caplog.text,
-                     "the bot to reject the certificate")
-    assert not refused.frontend.ready.is_set()
-    await refused.close()
-
-    await start_bot(server.tls_port, ["#tls"], tls=True, tls_cafile=str(certificate))
+    await start_bot(server.tls_port, ["#tls"], tls=True,
+                    tls_cafile=str(certificates.ca_certificate))
     await alice.next_message(BOT, "#tls")
     reply = await command(alice, "#tls", "date")
     assert reply[0].startswith("Workflow engine time is: ")
+
+
+@pytest.mark.parametrize("trusted", ["system CAs", "wrong CA"])
+async def test_tls_rejects_untrusted_certificate(
+        trusted: str, new_ircd: Callable[..., NgircdServer], certificates: CertificateFiles,
+        wrong_ca: Path, start_bot: StartBot, caplog: pytest.LogCaptureFixture) -> None:
+    server = new_ircd(max_penalty=0, tls_port=free_port(), certificate=certificates.certificate,
+                      key=certificates.key)
+    # Verification is on by default; the system's CAs never signed the test certificate.
+    settings = {"tls_cafile": str(wrong_ca)} if trusted == "wrong CA" else {}
+
+    bot = await start_bot(server.tls_port, ["#tls"], tls=True, wait=False, **settings)
+    await wait_until(lambda: "certificate verify failed" in caplog.text,
+                     "the bot to reject the certificate")
+
+    assert not bot.frontend.ready.is_set()
+    # ngircd logs 'User "thehat!~thehat@127.0.0.1" registered' for a completed login.
+    assert 'User "thehat!' not in server.log_text()
 
 
 async def test_thehat_run_starts_irc_frontend(ircd: NgircdServer, people: People,
@@ -628,25 +639,3 @@ class SilentServer:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
-
-
-def make_certificate() -> tuple[Path, Path]:
-    """Make a self-signed certificate for 127.0.0.1 with the openssl program.
-
-    The files go to a new directory under the system's temporary directory, where the
-    "nobody" user that ngircd runs as can read them (pytest's tmp_path is private to root).
-    """
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
-    directory = Path(tempfile.mkdtemp(prefix="thehat-tls-"))
-    certificate, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(certificate)],
-                   check=True, capture_output=True)
-    # ngircd reads them as "nobody" once it has dropped root.
-    directory.chmod(0o755)
-    for path in (certificate, key):
-        path.chmod(0o644)
-    return certificate, key

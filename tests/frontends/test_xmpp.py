@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -19,11 +20,13 @@ from tests.frontends.xmpp_support import (  # noqa: F401  (fixtures)
     prosody_program,
     room,
     start_xmpp_bot,
+    tls_prosody,
     xmpp_datadir,
     xmpp_people,
 )
 from tests.helpers import MemoryConversation
 from tests.prosody import DOMAIN, ProsodyServer
+from tests.tls import CertificateFiles
 
 StartBot = Callable[..., Awaitable[XmppBot]]
 Connect = Callable[..., Awaitable[XmppPerson]]
@@ -265,6 +268,51 @@ async def test_admin_quit_stops_bot(prosody: ProsodyServer, room: str,
     await alice.join(room)
     alice.say(room, f"{BOT}: quit")
     await bot.stopped()
+
+
+async def test_starttls_with_test_ca(tls_prosody: ProsodyServer, room: str,
+                                     certificates: CertificateFiles, start_xmpp_bot: StartBot,
+                                     xmpp_people: Connect) -> None:
+    # The server requires STARTTLS of every client, so a bot in the room used TLS.
+    bot = await start_xmpp_bot(tls_prosody.port, [room], tls="required",
+                               tls_cafile=str(certificates.ca_certificate))
+    alice = await xmpp_people("alice", tls_prosody.port, certificates.ca_certificate)
+    await alice.join(room)
+
+    reply = await alice.ask(room, f"{BOT}: date", "Workflow engine time is: ")
+    assert reply.startswith("Workflow engine time is: ")
+    assert bot.frontend.rooms[room].joined
+    assert _bot_logins(tls_prosody) >= 1
+
+
+async def test_tls_required_rejects_plain_server(prosody: ProsodyServer, room: str,
+                                                 start_xmpp_bot: StartBot,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    logins_before = _bot_logins(prosody)
+
+    bot = await start_xmpp_bot(prosody.port, [room], tls="required", wait=False)
+    await _until(lambda: "does not offer STARTTLS" in caplog.text)
+
+    assert not bot.frontend.ready.is_set()
+    assert _bot_logins(prosody) == logins_before
+
+
+async def test_wrong_ca_rejects_server(tls_prosody: ProsodyServer, room: str, wrong_ca: Path,
+                                       start_xmpp_bot: StartBot,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    logins_before = _bot_logins(tls_prosody)
+
+    bot = await start_xmpp_bot(tls_prosody.port, [room], tls="required",
+                               tls_cafile=str(wrong_ca), wait=False)
+    await _until(lambda: "certificate verify failed" in caplog.text)
+
+    assert not bot.frontend.ready.is_set()
+    assert _bot_logins(tls_prosody) == logins_before
+
+
+def _bot_logins(server: ProsodyServer) -> int:
+    """Count the bot's successful logins in the server's log."""
+    return server.log_text().count(f"Authenticated as {BOT}@{DOMAIN}")
 
 
 def _other_conversation(bot: XmppBot) -> MemoryConversation:

@@ -27,6 +27,7 @@ from thehat.daemon import Daemon, open_daemon
 
 from tests.prosody import DOMAIN, MUC_DOMAIN, ProsodyServer, password_for
 from tests.servers import HOST, find_program
+from tests.tls import CertificateFiles
 
 TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
@@ -44,6 +45,16 @@ def prosody_program() -> str:
 @pytest.fixture(scope="module")
 def prosody(prosody_program: str) -> Iterator[ProsodyServer]:
     server = ProsodyServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="module")
+def tls_prosody(prosody_program: str, certificates: CertificateFiles
+                ) -> Iterator[ProsodyServer]:
+    """A server that requires STARTTLS, with the server certificate from `certificates`."""
+    server = ProsodyServer(certificate=certificates.certificate, key=certificates.key)
     server.start()
     yield server
     server.remove()
@@ -84,20 +95,24 @@ class Received:
 
 
 class XmppPerson:
-    """A person in the rooms, as a slixmpp client without TLS against the test server."""
+    """A person in the rooms, as a slixmpp client of the test server: without TLS, or with
+    STARTTLS and certificates checked against `cafile` when that is given."""
 
-    def __init__(self, user: str, port: int) -> None:
+    def __init__(self, user: str, port: int, cafile: Path | None = None) -> None:
         import slixmpp
 
         self.user = user
         self.port = port
+        plain = cafile is None
         self.client = slixmpp.ClientXMPP(
             f"{user}@{DOMAIN}/test", password_for(user),
-            plugin_config={"feature_mechanisms": {"unencrypted_scram": True,
-                                                  "unencrypted_plain": True}})
+            plugin_config={"feature_mechanisms": {"unencrypted_scram": plain,
+                                                  "unencrypted_plain": plain}})
         self.client.enable_direct_tls = False
-        self.client.enable_starttls = False
-        self.client.enable_plaintext = True
+        self.client.enable_starttls = not plain
+        self.client.enable_plaintext = plain
+        if cafile is not None:
+            self.client.ca_certs = cafile
         for plugin in ("xep_0030", "xep_0004", "xep_0045", "xep_0203", "xep_0359"):
             self.client.register_plugin(plugin)
         self.received: list[Received] = []
@@ -198,11 +213,11 @@ class XmppPerson:
 
 @pytest.fixture
 async def xmpp_people() -> AsyncIterator[Callable[..., Awaitable[XmppPerson]]]:
-    """Return `connect(user, port)`; every client disconnects after the test."""
+    """Return `connect(user, port, cafile=None)`; every client disconnects after the test."""
     people: list[XmppPerson] = []
 
-    async def connect(user: str, port: int) -> XmppPerson:
-        person = XmppPerson(user, port)
+    async def connect(user: str, port: int, cafile: Path | None = None) -> XmppPerson:
+        person = XmppPerson(user, port, cafile)
         people.append(person)
         return await person.connect()
 
