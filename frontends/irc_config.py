@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from frontends.config_values import Secret, mapping_value, seconds_value
 from frontends.irc_protocol import irc_lower
 from frontends.outbox import Rate
 from frontends.reconnect import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY
@@ -52,19 +53,6 @@ DEFAULT_REALNAME: Final = "thehat workflow bot"
 DEFAULT_PING_INTERVAL: Final = 120.0
 DEFAULT_PING_TIMEOUT: Final = 60.0
 DEFAULT_RECLAIM_INTERVAL: Final = 60.0
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A password. Its repr and str hide the value; `reveal` returns it."""
-
-    _value: str = field(repr=False)
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __str__(self) -> str:
-        return "***"
 
 
 @dataclass(frozen=True)
@@ -185,7 +173,7 @@ def parse_irc_config(section: Mapping[str, Any], source: str = "configuration",
                                                                           source)
     for key in ("ping_interval", "ping_timeout", "reclaim_interval"):
         if section.get(key) is not None:
-            values[key] = _seconds(section[key], f"{SECTION}.{key}", source, minimum=1.0)
+            values[key] = seconds_value(section[key], f"{SECTION}.{key}", source, minimum=1.0)
     return IrcConfig(**values)
 
 
@@ -265,29 +253,6 @@ def _port(value: Any, source: str) -> int:
     return port
 
 
-def _seconds(value: Any, key: str, source: str, minimum: float = 0.0) -> float:
-    try:
-        seconds = float(str(value).strip())
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= minimum or seconds == float("inf"):
-        raise ConfigError(f"{source}: {key} is {value!r}; use a number of seconds, "
-                          f"{minimum:g} or more")
-    return seconds
-
-
-def _mapping(value: Any, key: str, accepted: frozenset[str], source: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {key} must be a mapping with the keys "
-                          f"{', '.join(sorted(accepted))}")
-    for name in value:
-        if name not in accepted:
-            raise ConfigError(f"{source}: unknown key {key}.{name}"
-                              f"{did_you_mean(str(name), accepted)}; accepted: "
-                              f"{', '.join(sorted(accepted))}")
-    return value
-
-
 def _secret(section: Mapping[str, Any], key: str, source: str, base: Path,
             required: bool) -> Secret | None:
     """Read a password given as `password`, `password_env` (a variable) or `password_file`."""
@@ -325,7 +290,7 @@ def _secret(section: Mapping[str, Any], key: str, source: str, base: Path,
 
 def _sasl(value: Any, source: str, base: Path) -> SaslConfig:
     key = f"{SECTION}.sasl"
-    mapping = _mapping(value, key, SASL_KEYS, source)
+    mapping = mapping_value(value, key, SASL_KEYS, source)
     account = _text(_required_in(mapping, "account", key, source), f"{key}.account", source)
     password = _secret(mapping, key, source, base, required=True)
     assert password is not None
@@ -334,7 +299,7 @@ def _sasl(value: Any, source: str, base: Path) -> SaslConfig:
 
 def _nickserv(value: Any, source: str, base: Path) -> NickServConfig:
     key = f"{SECTION}.nickserv"
-    mapping = _mapping(value, key, NICKSERV_KEYS, source)
+    mapping = mapping_value(value, key, NICKSERV_KEYS, source)
     password = _secret(mapping, key, source, base, required=True)
     assert password is not None
     if mapping.get("service") is not None:
@@ -351,7 +316,7 @@ def _required_in(mapping: Mapping[str, Any], name: str, key: str, source: str) -
 
 def _rate(value: Any, source: str) -> Rate:
     key = f"{SECTION}.rate"
-    mapping = _mapping(value, key, RATE_KEYS, source)
+    mapping = mapping_value(value, key, RATE_KEYS, source)
     default = Rate()
     burst = default.burst
     if mapping.get("burst") is not None:
@@ -364,19 +329,19 @@ def _rate(value: Any, source: str) -> Rate:
                               f"number of messages, 1 or more (default {default.burst})")
     interval = default.interval
     if mapping.get("interval") is not None:
-        interval = _seconds(mapping["interval"], f"{key}.interval", source)
+        interval = seconds_value(mapping["interval"], f"{key}.interval", source)
     return Rate(burst, interval)
 
 
 def _reconnect(value: Any, source: str) -> tuple[float, float]:
     key = f"{SECTION}.reconnect"
-    mapping = _mapping(value, key, RECONNECT_KEYS, source)
+    mapping = mapping_value(value, key, RECONNECT_KEYS, source)
     initial = DEFAULT_INITIAL_DELAY
     if mapping.get("initial") is not None:
-        initial = _seconds(mapping["initial"], f"{key}.initial", source, minimum=0.1)
+        initial = seconds_value(mapping["initial"], f"{key}.initial", source, minimum=0.1)
     maximum = max(DEFAULT_MAX_DELAY, initial)
     if mapping.get("max") is not None:
-        maximum = _seconds(mapping["max"], f"{key}.max", source, minimum=0.1)
+        maximum = seconds_value(mapping["max"], f"{key}.max", source, minimum=0.1)
     if maximum < initial:
         raise ConfigError(f"{source}: {key}.max ({maximum:g} s) is less than {key}.initial "
                           f"({initial:g} s); make max at least initial")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from frontends.irc_config import Secret
+from frontends.config_values import Secret, mapping_value, seconds_value
 from frontends.outbox import Rate
 from frontends.reconnect import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY
 from thehat.config import Config
@@ -173,7 +173,7 @@ def parse_xmpp_config(section: Mapping[str, Any], source: str = "configuration",
                                                                           source)
     for key in ("ping_interval", "ping_timeout"):
         if section.get(key) is not None:
-            values[key] = _seconds(section[key], f"{SECTION}.{key}", source, minimum=1.0)
+            values[key] = seconds_value(section[key], f"{SECTION}.{key}", source, minimum=1.0)
     return XmppConfig(**values)
 
 
@@ -306,29 +306,6 @@ def _integer(value: Any, key: str, source: str, minimum: int, maximum: int) -> i
     return number
 
 
-def _seconds(value: Any, key: str, source: str, minimum: float = 0.0) -> float:
-    try:
-        seconds = float(str(value).strip())
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= minimum or seconds == float("inf"):
-        raise ConfigError(f"{source}: {key} is {value!r}; use a number of seconds, "
-                          f"{minimum:g} or more")
-    return seconds
-
-
-def _mapping(value: Any, key: str, accepted: frozenset[str], source: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {key} must be a mapping with the keys "
-                          f"{', '.join(sorted(accepted))}")
-    for name in value:
-        if name not in accepted:
-            raise ConfigError(f"{source}: unknown key {key}.{name}"
-                              f"{did_you_mean(str(name), accepted)}; accepted: "
-                              f"{', '.join(sorted(accepted))}")
-    return value
-
-
 def _secret(section: Mapping[str, Any], source: str, base: Path) -> Secret:
     """Read the password given as `password`, `password_env` (a variable) or `password_file`."""
     given = [name for name in SECRET_KEYS if section.get(name) is not None]
@@ -363,25 +340,25 @@ def _secret(section: Mapping[str, Any], source: str, base: Path) -> Secret:
 
 def _rate(value: Any, source: str) -> Rate:
     key = f"{SECTION}.rate"
-    mapping = _mapping(value, key, RATE_KEYS, source)
+    mapping = mapping_value(value, key, RATE_KEYS, source)
     burst = DEFAULT_RATE.burst
     if mapping.get("burst") is not None:
         burst = _integer(mapping["burst"], f"{key}.burst", source, 1, 10000)
     interval = DEFAULT_RATE.interval
     if mapping.get("interval") is not None:
-        interval = _seconds(mapping["interval"], f"{key}.interval", source)
+        interval = seconds_value(mapping["interval"], f"{key}.interval", source)
     return Rate(burst, interval)
 
 
 def _reconnect(value: Any, source: str) -> tuple[float, float]:
     key = f"{SECTION}.reconnect"
-    mapping = _mapping(value, key, RECONNECT_KEYS, source)
+    mapping = mapping_value(value, key, RECONNECT_KEYS, source)
     initial = DEFAULT_INITIAL_DELAY
     if mapping.get("initial") is not None:
-        initial = _seconds(mapping["initial"], f"{key}.initial", source, minimum=0.1)
+        initial = seconds_value(mapping["initial"], f"{key}.initial", source, minimum=0.1)
     maximum = max(DEFAULT_MAX_DELAY, initial)
     if mapping.get("max") is not None:
-        maximum = _seconds(mapping["max"], f"{key}.max", source, minimum=0.1)
+        maximum = seconds_value(mapping["max"], f"{key}.max", source, minimum=0.1)
     if maximum < initial:
         raise ConfigError(f"{source}: {key}.max ({maximum:g} s) is less than {key}.initial "
                           f"({initial:g} s); make max at least initial")

@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 import pytest
 
 from frontends.away import AwayLog, summarize
-from frontends.irc_config import SaslConfig, Secret
+from frontends.config_values import Secret
+from frontends.irc_config import SaslConfig
 from frontends.irc_connection import CapNegotiation, redact
 from frontends.irc_protocol import (
     AccountBook,
