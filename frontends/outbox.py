@@ -9,9 +9,9 @@ so IRC and XMPP share it:
 - Long lines are split to fit `limit(target)` bytes of UTF-8, at a space when there is one,
   and never inside a character.
 - Lines that would have to wait for the rate are joined: a message that takes the bucket's
-  last token also takes the next joinable lines for the same target, separated by " | ", up
-  to the byte limit. A short reply goes out line by line at once, and a long one goes out as
-  a few full messages instead of hundreds of short ones.
+  last token also takes the next joinable lines of the same `put` for the same target,
+  separated by " | ", up to the byte limit. A short reply goes out line by line at once, and
+  a long one goes out as a few full messages instead of hundreds of short ones.
 - `pause` keeps every line queued (for example while the connection is down) and `resume` sends
   them on.
 """
@@ -19,6 +19,7 @@ so IRC and XMPP share it:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -158,6 +159,9 @@ class _Item:
     target: str
     text: str
     joinable: bool
+    # Lines are joined only with lines of the same `put`, so the rest of one reply is never
+    # stuck onto the start of the next.
+    batch: int
 
 
 class Outbox:
@@ -180,6 +184,7 @@ class Outbox:
         self._changed = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._batches = itertools.count()
         self.sent = 0
 
     @property
@@ -198,9 +203,10 @@ class Outbox:
         long), and no other line is ever joined to it.
         """
         count = 0
+        batch = next(self._batches)
         for line in lines:
             if line.strip():
-                self._queue.append(_Item(target, line, joinable))
+                self._queue.append(_Item(target, line, joinable, batch))
                 count += 1
         if count:
             self._empty.clear()
@@ -263,7 +269,7 @@ class Outbox:
         except TransmitError as exc:
             log.warning("sending to %s failed (%s); holding %d lines until the connection "
                         "is back", target, exc, len(self._queue) + 1)
-            self._queue.appendleft(_Item(target, text, False))
+            self._queue.appendleft(_Item(target, text, False, -1))
             self._paused = True
             return
         self.sent += 1
@@ -286,7 +292,8 @@ class Outbox:
         separator = len(self.joiner.encode("utf-8"))
         while self._queue:
             following = self._queue[0]
-            if following.target != head.target or not following.joinable:
+            if (following.target != head.target or not following.joinable
+                    or following.batch != head.batch):
                 break
             extra = separator + len(following.text.encode("utf-8"))
             if size + extra > limit:

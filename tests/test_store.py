@@ -136,6 +136,15 @@ def test_unload_ends_run_and_restore_brings_it_back(config: Config, clock: FakeC
     assert daemon.attachments[TTY] == "toast"
 
 
+def test_reload_keeps_every_attachment(config: Config, clock: FakeClock) -> None:
+    daemon = open_daemon(config, clock)
+    say(daemon, "load toast")
+    say(daemon, "restore toast", IRC, "bob")
+    say(daemon, "reload")
+    daemon = restart(daemon, config, clock)
+    assert daemon.attachments == {TTY: "toast", IRC: "toast"}
+
+
 def test_reload_starts_new_run_keeps_old_history(config: Config, clock: FakeClock) -> None:
     daemon = open_daemon(config, clock)
     say(daemon, "load toast")
@@ -186,12 +195,20 @@ def test_report_gives_change_record(config: Config, clock: FakeClock) -> None:
 
     lines = say(daemon, "report").splitlines()
     assert lines[0].startswith("Change record of flow toast, run 1: started 2026-12-05 02:00:00")
-    assert lines[1] == "Step gettoaster failed; started steps were reverted."
+    assert lines[0].endswith(", still in progress.")
+    assert lines[1] == "Step gettoaster failed; 0 of 1 started steps are reverted."
     rows = {line.split()[1]: line for line in lines[3:]}
     assert "2026-12-05 02:12:00 UTC" in rows["openbread"]
     assert rows["openbread"].split()[0] == "6"
     assert "12" in rows["openbread"].split()
     assert "failed" in rows["gettoaster"]
+
+    say(daemon, "reverted openbread")
+    lines = say(daemon, "report").splitlines()
+    assert lines[0].endswith(", the flow has ended.")
+    assert lines[1] == "Step gettoaster failed; 1 of 1 started steps are reverted."
+    say(daemon, "unload")
+    assert ", unloaded 2026-12-05 02:12:00 UTC." in "\n".join(daemon.report("toast"))
 
 
 def test_cli_history_and_report_exports(config: Config, clock: FakeClock, datadir: Path,

@@ -523,7 +523,7 @@ async def test_baseurl_defaults_to_bound_address(site: RunningSite) -> None:
 
     reply = await site.say("status")
 
-    assert f"Flow overviews + help at http://127.0.0.1:{site.port}" in reply
+    assert f"Live status: http://127.0.0.1:{site.port}/flows/ops%2Fdeploy/" in reply
 
 
 async def test_site_binds_ipv6_loopback(datadir: Path,

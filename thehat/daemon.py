@@ -293,7 +293,8 @@ class Daemon:
         try:
             if name in self.runs:
                 self.attach(conversation_id, name)
-                outcome.lines = [f"Flow {name} is already running; joined that run."]
+                outcome.lines = [f"Flow {name} is already running; joined that run. Say "
+                                 "reload to start it over from its file."]
                 header = "status"
             else:
                 flow = load_flow(path)
@@ -368,8 +369,11 @@ class Daemon:
         except FlowError as exc:
             raise CommandError(f"Error loading flow {name}; nothing changed:\n{exc}") from exc
         replaced = current is not None
+        others = self.attached(name)
         self.start_run(Run(name, flow, self.clock, source))
-        self.attach(context.conversation_id, name)
+        # The new run replaces the old one for every conversation that was attached to it.
+        for conversation_id in [context.conversation_id, *others]:
+            self.attach(conversation_id, name)
         context.outcome.run_name = name
         log.info("%s %s flow %s (%d steps)", context.user, "reloaded" if replaced else "loaded",
                  name, len(flow))

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from typing import Final
 
+from thehat.engine import STARTED_STATES, Run
+from thehat.model import StepState
 from thehat.status import format_table, format_time
 from thehat.store import JournalEntry, RunRecord
 
@@ -74,12 +76,19 @@ def _report_rows(record: RunRecord, now: datetime, zone: tzinfo | None
 
 def report_text(record: RunRecord, now: datetime, zone: tzinfo | None) -> str:
     """Return the change record of a run: one row per step in planned order."""
-    ended = "still active" if record.active else (
-        f"ended {format_time(record.ended_at, zone)}" if record.ended_at else "ended")
+    run = Run.restored(record.name, record.steps, record.failed_step)
+    if not record.active:
+        ended = f"unloaded {format_time(record.ended_at, zone)}" if record.ended_at else "unloaded"
+    else:
+        ended = "the flow has ended" if run.ended else "still in progress"
     lines = [f"Change record of flow {record.name}, run {record.run_id}: started "
              f"{format_time(record.started_at, zone)}, {ended}."]
     if record.failed_step:
-        lines.append(f"Step {record.failed_step} failed; started steps were reverted.")
+        counts = run.counts()
+        reverted = counts[StepState.REVERTED]
+        started = reverted + sum(counts[s] for s in STARTED_STATES)
+        lines.append(f"Step {record.failed_step} failed; {reverted} of {started} started "
+                     "steps are reverted.")
     header = tuple(column.upper() for column in REPORT_COLUMNS)
     lines.extend(format_table([header, *_report_rows(record, now, zone)]))
     return "\n".join(lines) + "\n"

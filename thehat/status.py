@@ -7,6 +7,7 @@ STATE, DUR, NAME, DESCRIPTION table), with typos fixed and columns sized to thei
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from urllib.parse import quote
 from datetime import datetime, tzinfo
 from typing import Final
 
@@ -82,7 +83,7 @@ def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | Non
         return ["No flow loaded or defined here; load one with load <flow> (ls lists them)."]
     lines = [f"TheHat {format_time(now, zone)}: {header}"]
     if baseurl:
-        lines.append(f"Flow overviews + help at {baseurl}")
+        lines.append(f"Live status: {baseurl.rstrip('/')}/flows/{quote(run.name, safe='')}/")
     if not run.steps:
         lines.append(f"Flow {run.name} has no steps yet; add some with addstep.")
         return lines

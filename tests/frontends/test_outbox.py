@@ -287,3 +287,18 @@ async def test_outbox_clear_drops_queue(start_outbox: Callable[..., Outbox],
 
     assert outbox.clear() == 2
     assert await outbox.drain(1)
+
+
+async def test_lines_of_different_puts_never_joined() -> None:
+    sent: list[tuple[str, str]] = []
+    outbox = Outbox(lambda target, text: sent.append((target, text)), lambda target: 400,
+                    Rate(burst=1, interval=0.01))
+    outbox.put("#ops", ["row one", "row two"])
+    outbox.put("#ops", [">>> event"])
+    runner = asyncio.create_task(outbox.run())
+    try:
+        assert await outbox.drain(5)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert [text for _, text in sent] == ["row one | row two", ">>> event"]
