@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from thehat.errors import ConfigError
 from thehat.names import did_you_mean
+
+
+SECRET_KEYS: Final = ("password", "password_env", "password_file")
 
 
 @dataclass(frozen=True)
@@ -47,3 +52,49 @@ def mapping_value(value: Any, key: str, accepted: frozenset[str],
                               f"{did_you_mean(str(name), accepted)}; accepted: "
                               f"{', '.join(sorted(accepted))}")
     return value
+
+
+def text_value(value: Any, key: str, source: str) -> str:
+    """Return a scalar setting as stripped text; ConfigError names `key` for a list or mapping."""
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{source}: {key} must be a single value, not a "
+                          f"{type(value).__name__}")
+    return str(value).strip()
+
+
+def secret_value(section: Mapping[str, Any], key: str, source: str, base: Path,
+                 required: bool) -> Secret | None:
+    """Read a password given as `password`, `password_env` (a variable) or `password_file`.
+
+    Returns None when none is given and `required` is false; ConfigError names `key` otherwise.
+    """
+    given = [name for name in SECRET_KEYS if section.get(name) is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{source}: {key} has {' and '.join(given)}; give the password one "
+                          "way only")
+    if not given:
+        if required:
+            raise ConfigError(f"{source}: {key}.password is missing; give password, "
+                              "password_env (an environment variable) or password_file")
+        return None
+    name = given[0]
+    path = f"{key}.{name}"
+    value = text_value(section[name], path, source)
+    if name == "password":
+        password = value
+    elif name == "password_env":
+        if value not in os.environ:
+            raise ConfigError(f"{source}: {path} names the environment variable {value!r}, "
+                              "which is not set; set it or give the password another way")
+        password = os.environ[value]
+    else:
+        file = base / os.path.expanduser(value)
+        try:
+            password = file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: {path}: cannot read the password file {file}: "
+                              f"{exc}") from exc
+    if not password or any(char in password for char in "\r\n\x00"):
+        raise ConfigError(f"{source}: the password from {path} is empty or contains a line "
+                          "break or NUL")
+    return Secret(password)

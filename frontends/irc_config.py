@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from frontends.config_values import Secret, mapping_value, seconds_value
+from frontends.config_values import (SECRET_KEYS, Secret, mapping_value, seconds_value,
+                                     secret_value, text_value)
 from frontends.irc_protocol import irc_lower
 from frontends.outbox import Rate
 from frontends.reconnect import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY
@@ -34,7 +35,6 @@ KEYS: Final = frozenset({
     "password", "password_env", "password_file", "tls", "tls_verify", "tls_cafile", "sasl",
     "nickserv", "rate", "reconnect", "ping_interval", "ping_timeout", "reclaim_interval",
 })
-SECRET_KEYS: Final = ("password", "password_env", "password_file")
 SASL_KEYS: Final = frozenset({"account", *SECRET_KEYS})
 NICKSERV_KEYS: Final = frozenset({"service", *SECRET_KEYS})
 RATE_KEYS: Final = frozenset({"burst", "interval"})
@@ -135,7 +135,7 @@ def parse_irc_config(section: Mapping[str, Any], source: str = "configuration",
                           "keep one of them")
     nick_key = "nick" if "nick" in section else "nic"
     nick = _nick(_required(section, nick_key, source), f"{SECTION}.{nick_key}", source)
-    server = _text(_required(section, "server", source), f"{SECTION}.server", source)
+    server = text_value(_required(section, "server", source), f"{SECTION}.server", source)
     if not server:
         raise ConfigError(f"{source}: {SECTION}.server is empty; give a host name or address")
 
@@ -146,7 +146,7 @@ def parse_irc_config(section: Mapping[str, Any], source: str = "configuration",
     values["port"] = (_port(section["port"], source) if section.get("port") is not None
                       else TLS_PORT if tls else PLAIN_PORT)
     if section.get("name") is not None:
-        values["realname"] = _text(section["name"], f"{SECTION}.name", source) or nick
+        values["realname"] = text_value(section["name"], f"{SECTION}.name", source) or nick
     if section.get("respondTo") is not None:
         values["aliases"] = tuple(_nick(name, f"{SECTION}.respondTo", source)
                                   for name in _names(section["respondTo"],
@@ -155,13 +155,13 @@ def parse_irc_config(section: Mapping[str, Any], source: str = "configuration",
         values["altnicks"] = tuple(_nick(name, f"{SECTION}.altnicks", source)
                                    for name in _names(section["altnicks"],
                                                       f"{SECTION}.altnicks", source))
-    values["password"] = _secret(section, SECTION, source, base, required=False)
+    values["password"] = secret_value(section, SECTION, source, base, required=False)
     if section.get("tls_verify") is not None:
         values["tls_verify"] = parse_bool(section["tls_verify"], f"{SECTION}.tls_verify",
                                           source)
     if section.get("tls_cafile") is not None:
         values["tls_cafile"] = base / os.path.expanduser(
-            _text(section["tls_cafile"], f"{SECTION}.tls_cafile", source))
+            text_value(section["tls_cafile"], f"{SECTION}.tls_cafile", source))
     if section.get("sasl") is not None:
         values["sasl"] = _sasl(section["sasl"], source, base)
     if section.get("nickserv") is not None:
@@ -184,13 +184,6 @@ def _required(section: Mapping[str, Any], key: str, source: str) -> Any:
     return section[key]
 
 
-def _text(value: Any, key: str, source: str) -> str:
-    if isinstance(value, (dict, list)):
-        raise ConfigError(f"{source}: {key} must be a single value, not a "
-                          f"{type(value).__name__}")
-    return str(value).strip()
-
-
 def _names(value: Any, key: str, source: str) -> list[str]:
     """Accept one name, a comma-separated text or a YAML list of names."""
     if isinstance(value, dict) or (isinstance(value, list) and any(
@@ -199,7 +192,7 @@ def _names(value: Any, key: str, source: str) -> list[str]:
     if isinstance(value, list):
         names = [str(item).strip() for item in value]
     else:
-        names = [part.strip() for part in _text(value, key, source).split(",")]
+        names = [part.strip() for part in text_value(value, key, source).split(",")]
     names = [name for name in names if name]
     if not names:
         raise ConfigError(f"{source}: {key} is empty; give at least one name")
@@ -207,7 +200,7 @@ def _names(value: Any, key: str, source: str) -> list[str]:
 
 
 def _nick(value: Any, key: str, source: str) -> str:
-    nick = _text(value, key, source)
+    nick = text_value(value, key, source)
     if not NICK_PATTERN.fullmatch(nick):
         raise ConfigError(f"{source}: {key} has invalid nickname {nick!r}; a nickname starts "
                           "with a letter or one of []\\`_^{|} and goes on with letters, "
@@ -253,46 +246,11 @@ def _port(value: Any, source: str) -> int:
     return port
 
 
-def _secret(section: Mapping[str, Any], key: str, source: str, base: Path,
-            required: bool) -> Secret | None:
-    """Read a password given as `password`, `password_env` (a variable) or `password_file`."""
-    given = [name for name in SECRET_KEYS if section.get(name) is not None]
-    if len(given) > 1:
-        raise ConfigError(f"{source}: {key} has {' and '.join(given)}; give the password one "
-                          "way only")
-    if not given:
-        if required:
-            raise ConfigError(f"{source}: {key}.password is missing; give password, "
-                              "password_env (an environment variable) or password_file")
-        return None
-    name = given[0]
-    path = f"{key}.{name}"
-    value = _text(section[name], path, source)
-    if name == "password":
-        password = value
-    elif name == "password_env":
-        if value not in os.environ:
-            raise ConfigError(f"{source}: {path} names the environment variable {value!r}, "
-                              "which is not set; set it or give the password another way")
-        password = os.environ[value]
-    else:
-        file = base / os.path.expanduser(value)
-        try:
-            password = file.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: {path}: cannot read the password file {file}: "
-                              f"{exc}") from exc
-    if not password or any(char in password for char in "\r\n\x00"):
-        raise ConfigError(f"{source}: the password from {path} is empty or contains a line "
-                          "break or NUL")
-    return Secret(password)
-
-
 def _sasl(value: Any, source: str, base: Path) -> SaslConfig:
     key = f"{SECTION}.sasl"
     mapping = mapping_value(value, key, SASL_KEYS, source)
-    account = _text(_required_in(mapping, "account", key, source), f"{key}.account", source)
-    password = _secret(mapping, key, source, base, required=True)
+    account = text_value(_required_in(mapping, "account", key, source), f"{key}.account", source)
+    password = secret_value(mapping, key, source, base, required=True)
     assert password is not None
     return SaslConfig(account, password)
 
@@ -300,7 +258,7 @@ def _sasl(value: Any, source: str, base: Path) -> SaslConfig:
 def _nickserv(value: Any, source: str, base: Path) -> NickServConfig:
     key = f"{SECTION}.nickserv"
     mapping = mapping_value(value, key, NICKSERV_KEYS, source)
-    password = _secret(mapping, key, source, base, required=True)
+    password = secret_value(mapping, key, source, base, required=True)
     assert password is not None
     if mapping.get("service") is not None:
         service = _nick(mapping["service"], f"{key}.service", source)

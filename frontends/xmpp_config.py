@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from frontends.config_values import Secret, mapping_value, seconds_value
+from frontends.config_values import (Secret, mapping_value, seconds_value, secret_value,
+                                     text_value)
 from frontends.outbox import Rate
 from frontends.reconnect import DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY
 from thehat.config import Config
@@ -37,7 +38,6 @@ KEYS: Final = frozenset({
     "server", "port", "tls", "tls_cafile", "room", "rooms", "nick", "respondTo", "history",
     "rate", "max_message_bytes", "reconnect", "ping_interval", "ping_timeout",
 })
-SECRET_KEYS: Final = ("password", "password_env", "password_file")
 RATE_KEYS: Final = frozenset({"burst", "interval"})
 RECONNECT_KEYS: Final = frozenset({"initial", "max"})
 
@@ -139,8 +139,8 @@ def parse_xmpp_config(section: Mapping[str, Any], source: str = "configuration",
                               f"{did_you_mean(str(key), KEYS)}")
 
     bare, resource = _account(section, source)
-    values: dict[str, Any] = {"jid": bare, "resource": resource,
-                              "password": _secret(section, source, base),
+    password = secret_value(section, SECTION, source, base, required=True)
+    values: dict[str, Any] = {"jid": bare, "resource": resource, "password": password,
                               "rooms": _rooms(section, source)}
     values["nick"] = (_name(section["nick"], f"{SECTION}.nick", source)
                       if section.get("nick") is not None else resource)
@@ -150,7 +150,7 @@ def parse_xmpp_config(section: Mapping[str, Any], source: str = "configuration",
                                                      f"{SECTION}.respondTo", source))
     values["tls"] = _tls(section.get("tls"), source)
     if section.get("server") is not None:
-        server = _text(section["server"], f"{SECTION}.server", source)
+        server = text_value(section["server"], f"{SECTION}.server", source)
         if not server or any(char.isspace() for char in server):
             raise ConfigError(f"{source}: {SECTION}.server is {section['server']!r}; give a "
                               "host name or an IP address")
@@ -159,7 +159,7 @@ def parse_xmpp_config(section: Mapping[str, Any], source: str = "configuration",
         values["port"] = _integer(section["port"], f"{SECTION}.port", source, 1, 65535)
     if section.get("tls_cafile") is not None:
         values["tls_cafile"] = base / os.path.expanduser(
-            _text(section["tls_cafile"], f"{SECTION}.tls_cafile", source))
+            text_value(section["tls_cafile"], f"{SECTION}.tls_cafile", source))
     if section.get("history") is not None:
         values["history"] = _integer(section["history"], f"{SECTION}.history", source, 0, 1000)
     if section.get("max_message_bytes") is not None:
@@ -187,7 +187,7 @@ def _account(section: Mapping[str, Any], source: str) -> tuple[str, str]:
             if section.get(key) is not None:
                 raise ConfigError(f"{source}: {SECTION}.jid and {SECTION}.{key} both name the "
                                   "account; give jid alone, or account and host")
-        text = _text(section["jid"], f"{SECTION}.jid", source)
+        text = text_value(section["jid"], f"{SECTION}.jid", source)
         bare, _, jid_resource = text.partition("/")
         local, domain = _split_bare(bare, f"{SECTION}.jid", source)
         if jid_resource and resource is not None and jid_resource != resource:
@@ -199,8 +199,8 @@ def _account(section: Mapping[str, Any], source: str) -> tuple[str, str]:
         if section.get("account") is None or section.get("host") is None:
             raise ConfigError(f"{source}: {SECTION}.jid is missing; give the bot's account as "
                               "jid (bot@example.org/thehat), or as account and host")
-        local = _text(section["account"], f"{SECTION}.account", source)
-        domain = _text(section["host"], f"{SECTION}.host", source)
+        local = text_value(section["account"], f"{SECTION}.account", source)
+        domain = text_value(section["host"], f"{SECTION}.host", source)
         if "@" in local:
             raise ConfigError(f"{source}: {SECTION}.account is {local!r}; give the part before "
                               f"the @ only, and the domain in {SECTION}.host")
@@ -263,16 +263,9 @@ def _tls(value: Any, source: str) -> TlsPolicy:
                       "default), direct (TLS from the first byte) or off (no encryption)")
 
 
-def _text(value: Any, key: str, source: str) -> str:
-    if isinstance(value, (dict, list)):
-        raise ConfigError(f"{source}: {key} must be a single value, not a "
-                          f"{type(value).__name__}")
-    return str(value).strip()
-
-
 def _name(value: Any, key: str, source: str) -> str:
     """Check a nick or resource: not empty, no line breaks or NUL, at most 1023 bytes."""
-    name = _text(value, key, source)
+    name = text_value(value, key, source)
     if (not name or len(name.encode("utf-8")) > MAX_JID_PART_BYTES
             or any(char in name for char in "\r\n\x00/")):
         raise ConfigError(f"{source}: {key} has invalid name {name!r}; use 1 to "
@@ -288,7 +281,7 @@ def _names(value: Any, key: str, source: str) -> list[str]:
     if isinstance(value, list):
         names = [str(item).strip() for item in value]
     else:
-        names = [part.strip() for part in _text(value, key, source).split(",")]
+        names = [part.strip() for part in text_value(value, key, source).split(",")]
     names = [name for name in names if name]
     if not names:
         raise ConfigError(f"{source}: {key} is empty; give at least one name")
@@ -304,38 +297,6 @@ def _integer(value: Any, key: str, source: str, minimum: int, maximum: int) -> i
         raise ConfigError(f"{source}: {key} is {value!r}; use a whole number from {minimum} "
                           f"to {maximum}")
     return number
-
-
-def _secret(section: Mapping[str, Any], source: str, base: Path) -> Secret:
-    """Read the password given as `password`, `password_env` (a variable) or `password_file`."""
-    given = [name for name in SECRET_KEYS if section.get(name) is not None]
-    if len(given) > 1:
-        raise ConfigError(f"{source}: {SECTION} has {' and '.join(given)}; give the password "
-                          "one way only")
-    if not given:
-        raise ConfigError(f"{source}: {SECTION}.password is missing; give password, "
-                          "password_env (an environment variable) or password_file")
-    name = given[0]
-    path = f"{SECTION}.{name}"
-    value = _text(section[name], path, source)
-    if name == "password":
-        password = value
-    elif name == "password_env":
-        if value not in os.environ:
-            raise ConfigError(f"{source}: {path} names the environment variable {value!r}, "
-                              "which is not set; set it or give the password another way")
-        password = os.environ[value]
-    else:
-        file = base / os.path.expanduser(value)
-        try:
-            password = file.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: {path}: cannot read the password file {file}: "
-                              f"{exc}") from exc
-    if not password or any(char in password for char in "\r\n\x00"):
-        raise ConfigError(f"{source}: the password from {path} is empty or contains a line "
-                          "break or NUL")
-    return Secret(password)
 
 
 def _rate(value: Any, source: str) -> Rate:
