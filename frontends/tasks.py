@@ -1,7 +1,7 @@
 """Background tasks of a chat frontend: kept referenced, crashes logged, cancelled on stop.
 
-asyncio keeps only a weak reference to a task, so a frontend must hold its own; and an
-exception in a task nobody awaits would otherwise show up only when the task is collected.
+asyncio keeps only a weak reference to a task, so a frontend must keep its own. An exception
+in a task that is never awaited would otherwise show up only when the task is collected.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ async def cancel_all(group: set[asyncio.Task[None]]) -> None:
 
 
 class Waker:
-    """A sleep that `wake` cuts short, so that stopping never waits out a reconnect delay."""
+    """A sleep that `wake` cuts short, so that stopping need not wait out a reconnect delay."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()

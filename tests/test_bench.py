@@ -123,8 +123,10 @@ def test_render_measurements_small(bench: ModuleType, tmp_path) -> None:
     assert finished == 20
     render_ns = bench.measure_render(run, 1)
     finish_ns = asyncio.run(bench.measure_finish_to_svg(flow, tmp_path, 2))
-    assert len(render_ns) == 1 and render_ns[0] > 0
-    assert len(finish_ns) == 2 and min(finish_ns) > 0
+    assert len(render_ns) == 1
+    assert render_ns[0] > 0
+    assert len(finish_ns) == 2
+    assert min(finish_ns) > 0
 
     section = bench.render_section([(40, render_ns, finish_ns)], bench.datetime.now(
         bench.timezone.utc), None)

@@ -238,6 +238,14 @@ def for_each_step(context: Context, names: list[str],
             context.outcome.refusals += 1
 
 
+def for_named_steps(context: Context, action: Callable[[Run, str], list[Event]]) -> None:
+    """Apply `action` to each step named in the arguments; no name is a usage error."""
+    names = split_names(context.args)
+    if not names:
+        raise usage_error(context)
+    for_each_step(context, names, action)
+
+
 def usage_error(context: Context) -> CommandError:
     entry = lookup(context.word)
     assert entry is not None
@@ -249,10 +257,7 @@ def usage_error(context: Context) -> CommandError:
 @command("gimme", "gimme <step>[,<step>...]", "Take ownership of steps.", "progression",
          changes=True)
 def gimme(context: Context) -> None:
-    names = split_names(context.args)
-    if not names:
-        raise usage_error(context)
-    for_each_step(context, names, lambda run, n: run.set_owner(n, context.user, context.user))
+    for_named_steps(context, lambda run, n: run.set_owner(n, context.user, context.user))
 
 
 @command("giveto", "giveto <owner> <step>[,<step>...]", "Give steps to someone.",
@@ -316,25 +321,20 @@ def gimmeall(context: Context) -> None:
 @command("start", "start <step>[,<step>...]", "Start ready steps you own.", "progression",
          changes=True)
 def start(context: Context) -> None:
-    names = split_names(context.args)
-    if not names:
-        raise usage_error(context)
-    for_each_step(context, names, lambda run, n: run.start(n, context.user))
+    for_named_steps(context, lambda run, n: run.start(n, context.user))
 
 
 @command("finish", "finish <step>[,<step>...]", "Finish steps you own, started or not.",
          "progression", changes=True)
 def finish(context: Context) -> None:
-    names = split_names(context.args)
-    if not names:
-        raise usage_error(context)
-    for_each_step(context, names, lambda run, n: run.finish(n, context.user))
+    for_named_steps(context, lambda run, n: run.finish(n, context.user))
 
 
 @command("fail", "fail <step>", "Fail a ready or in-progress step and start the reversion.",
          "progression", changes=True,
-         details="Steps that never started are excluded; every started step must then be "
-                 "reverted, each once the steps after it are reverted.")
+         details="Steps that never started are excluded, and the failed step stays failed. "
+                 "Every other started step must then be reverted, each once the steps after "
+                 "it are reverted.")
 def fail(context: Context) -> None:
     names = split_names(context.args)
     if len(names) != 1:
@@ -345,19 +345,13 @@ def fail(context: Context) -> None:
 @command("reverting", "reverting <step>[,<step>...]", "Say you are undoing started steps.",
          "progression", changes=True)
 def reverting(context: Context) -> None:
-    names = split_names(context.args)
-    if not names:
-        raise usage_error(context)
-    for_each_step(context, names, lambda run, n: run.mark_reverting(n, context.user))
+    for_named_steps(context, lambda run, n: run.mark_reverting(n, context.user))
 
 
 @command("reverted", "reverted <step>[,<step>...]", "Say started steps are undone.",
          "progression", aliases=("revert",), changes=True)
 def reverted(context: Context) -> None:
-    names = split_names(context.args)
-    if not names:
-        raise usage_error(context)
-    for_each_step(context, names, lambda run, n: run.revert(n, context.user))
+    for_named_steps(context, lambda run, n: run.revert(n, context.user))
 
 
 # -- information ------------------------------------------------------------------------------
@@ -557,10 +551,7 @@ def quit_command(context: Context) -> None:
 @command("addstep", "addstep <step>[,<step>...]", "Add pending, unassigned steps.", "editing",
          changes=True)
 def addstep(context: Context) -> None:
-    names = split_names(context.args)
-    if not names:
-        raise usage_error(context)
-    for_each_step(context, names, lambda run, n: run.add_step(StepDef(n), context.user))
+    for_named_steps(context, lambda run, n: run.add_step(StepDef(n), context.user))
 
 
 @command("addsequence", "addsequence <step>[,<step>...] [<gate>[,<gate>...]]",

@@ -55,7 +55,7 @@ class ConfigError(TheHatError):
 
 
 class CommandError(TheHatError):
-    """A command was understood but cannot be carried out; the message says why."""
+    """A command was understood but cannot be carried out; the message gives the reason."""
 
 
 class Refusal(CommandError):
