@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from thehat.clocks import ClockKind, parse_clock_owner
+from thehat.clocks import (ClockKind, clock_problem, owner_problem, parse_clock_owner,
+                           program_command)
 
 UTC = timezone.utc
 PARIS = ZoneInfo("Europe/Paris")
@@ -32,13 +33,7 @@ def test_clock_kinds(owner: str, kind: ClockKind) -> None:
     "alice",
     "",
     "Clock-alarm:12/5/2026@2:0:0",
-    "clock-foo:12/5/2026@2:0:0",
-    "clock-owner:12/5/2026@2:0:0",
-    "clock-event:12/5/2026@2:0:0",
-    "clock-alarm-5:12/5/2026@2:0:0",
-    "clock-alarm:soon",
-    "clock-alarm:1/1/2026",
-    "clock-alarm",
+    "Clock-alarm:soon",
     "program:make deploy",
 ])
 def test_not_clocks(owner: str) -> None:
@@ -67,8 +62,8 @@ def test_lenient_dates(when: str, expected: datetime) -> None:
 
 
 @pytest.mark.parametrize("when", [
-    "0/0/0@0:0:0", "12/5/2026@2:0", "13/1/2026@0:0:0", "1/32/2026@0:0:0", "1/1/2026@24:0:0",
-    "1/1/2026@0:60:0", "a/b/c@d:e:f", "@",
+    "0/0/0@0:0:0", "13/1/2026@0:0:0", "1/32/2026@0:0:0", "1/1/2026@24:0:0",
+    "1/1/2026@0:60:0", "123/456/78901@99:99:99",
 ])
 def test_unparsed_dates_mean_asap(when: str) -> None:
     clock = parse_clock_owner(f"clock-alarm:{when}", UTC)
@@ -131,11 +126,44 @@ def test_stopwatch_ignores_date() -> None:
     assert clock.duration == timedelta(seconds=30)
 
 
-def test_stopwatch_bad_duration() -> None:
-    clock = parse_clock_owner("clock-stopwatch:0/0/0@soon", UTC)
+def test_stopwatch_iso_duration() -> None:
+    clock = parse_clock_owner("clock-stopwatch:PT1H30S", UTC)
 
     assert clock is not None
-    assert clock.duration is None
+    assert clock.duration == timedelta(hours=1, seconds=30)
+
+
+@pytest.mark.parametrize("owner, reason", [
+    ("clock-stopwatch:0/0/0@soon", "has no duration"),
+    ("clock-stopwatch:PT", "has no duration"),
+    ("clock-alarm:12/5/2026@2:0", "is not M/D/YYYY@H:M:S"),
+    ("clock-alarm:a/b/c@d:e:f", "is not M/D/YYYY@H:M:S"),
+    ("clock-alarm:@", "is not M/D/YYYY@H:M:S"),
+    ("clock-alarm:soon", "is not a time"),
+    ("clock-alarm:1/1/2026", "is not a time"),
+    ("clock-alarm", "has no time"),
+    ("clock-foo:12/5/2026@2:0:0", "unknown clock type 'foo'"),
+    ("clock-owner:12/5/2026@2:0:0", "unknown clock type 'owner'"),
+    ("clock-alarm-5:12/5/2026@2:0:0", "unknown clock type 'alarm-5'"),
+    ("clock-event:12/5/2026@2:0:0", "needs its length in minutes"),
+    ("clock-event-0:12/5/2026@2:0:0", "needs its length in minutes"),
+])
+def test_invalid_clocks(owner: str, reason: str) -> None:
+    problem = clock_problem(owner)
+
+    assert problem is not None
+    assert reason in problem
+    assert parse_clock_owner(owner, UTC) is None
+
+
+@pytest.mark.parametrize("owner", ["alice", "Clock-alarm:soon", "program:ls", "clock-alarm:0/0/0@0:0:0"])
+def test_valid_owners_have_no_problem(owner: str) -> None:
+    assert owner_problem(owner) is None
+
+
+def test_program_owner_needs_command() -> None:
+    assert program_command("program:  ./check.sh  ") == "./check.sh"
+    assert owner_problem("program:") is not None
 
 
 def test_year_one_east_of_utc() -> None:

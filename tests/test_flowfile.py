@@ -162,12 +162,12 @@ def test_recipient_forms() -> None:
 
 def test_recipients_saved_as_comma_text() -> None:
     flow = Flow([step("a", notify_at_start=("a@x.org", "b@y.org"),
-                      notify_at_finish=("odd,one", "c@z.org"))])
+                      notify_at_finish=("c@z.org",))])
 
     text = dump_flow(flow)
 
     assert "  notifyAtStart: a@x.org,b@y.org\n" in text
-    assert "  notifyAtFinish:\n  - odd,one\n  - c@z.org\n" in text
+    assert "  notifyAtFinish: c@z.org\n" in text
     assert yaml.safe_load(text)[0]["notifyAtStart"] == "a@x.org,b@y.org"
     assert parse_flow(text, "mail.flow") == flow
 
@@ -768,3 +768,49 @@ def test_mutations_only_flowerror() -> None:
     # Both outcomes occur, so the mutations neither always break nor never touch the flow.
     assert outcomes[True] > 50
     assert outcomes[False] > 500
+
+
+def test_invalid_recipient_rejected() -> None:
+    text = "- step: a\n  notifyAtStart: ops@example.com, bob\n  notifyAtFinish: [x y@z.org]\n"
+
+    with pytest.raises(FlowError) as caught:
+        parse_flow(text, "mail.flow")
+
+    message = str(caught.value)
+    assert "notifyAtStart: 'bob' is not an e-mail address" in message
+    assert "notifyAtFinish: 'x y@z.org'" in message
+
+
+def test_invalid_clock_owner_rejected() -> None:
+    text = "- step: a\n  owner: clock-alarm:12/5/2026@2:00\n- step: b\n  owner: 'program: '\n"
+
+    with pytest.raises(FlowError) as caught:
+        parse_flow(text, "clock.flow")
+
+    message = str(caught.value)
+    assert "step 'a': owner: '12/5/2026@2:00' in clock owner" in message
+    assert "step 'b': owner: program owner 'program: ' has no command line" in message
+
+
+def test_timeout_and_revert_command_round_trip() -> None:
+    text = ("- step: a\n  owner: program:./migrate.sh\n  revertCommand: ./migrate.sh --undo\n"
+            "  timeout: 90.5\n- step: b\n  timeout: 300\n")
+
+    flow = parse_flow(text, "program.flow")
+    saved = dump_flow(flow)
+
+    assert flow.steps["a"].revert_command == "./migrate.sh --undo"
+    assert flow.steps["a"].timeout == 90.5
+    assert flow.steps["b"].timeout == 300
+    assert "  timeout: 90.5\n" in saved
+    assert "  timeout: 300\n" in saved
+    assert saved.count("revertCommand") == 1
+    assert parse_flow(saved, "program.flow") == flow
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "nan", "inf", "604801", "[1]"])
+def test_invalid_timeout_rejected(value: str) -> None:
+    with pytest.raises(FlowError) as caught:
+        parse_flow(f"- step: a\n  timeout: {value}\n", "t.flow")
+
+    assert "'timeout'" in str(caught.value)

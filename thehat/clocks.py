@@ -1,15 +1,23 @@
-"""Clock owners: owner names that make a step start and finish by itself at a time.
+"""Automatic owners: clocks that start and finish steps at a time, and programs.
 
 An owner `clock-<type>:<M/D/YYYY>@<H:M:S>` is a clock, with `<type>` one of `alarm`, `handoff`,
 `wait`, `stopwatch` or `event-<minutes>` (any case). The date and time are read in the engine's
 time zone, as leniently as the original TheHat read them. Fields have one or two digits, a day
 past the end of its month rolls over into the next month (`2/30/2026` is 2 March), and the year
-is taken literally (`14` is the year 14). A date or time that does not parse, conventionally
-`0/0/0@0:0:0`, means "as soon as the step is ungated": the clock has no scheduled time. An ISO
-8601 time such as `clock-alarm:2026-12-05T02:00` is accepted as well.
+is taken literally (`14` is the year 14). A date and time of that shape that name no real
+moment, conventionally `0/0/0@0:0:0`, mean "as soon as the step is ungated": the clock has no
+scheduled time. An ISO 8601 time such as `clock-alarm:2026-12-05T02:00` is accepted as well.
 
 A stopwatch ignores the date and runs for the duration that its time part gives
-(`clock-stopwatch:0/0/0@0:0:30` is 30 seconds), starting as soon as the step is ungated.
+(`clock-stopwatch:0/0/0@0:0:30` is 30 seconds, as is `clock-stopwatch:PT30S`), starting as soon
+as the step is ungated.
+
+Every other owner that starts with `clock-` is invalid: `clock_problem` says why, and flows and
+`set_owner` reject it. Unlike the original, a malformed time such as `12/5/2026@2:00` (no
+seconds) is rejected instead of firing at once. The prefix is case-sensitive, so
+`Clock-alarm:...` is a person's name.
+
+An owner `program:<command line>` is a program; `program_command` returns its command line.
 
 This module only parses owner names; it does not run clocks. Pure, no I/O.
 """
@@ -17,17 +25,26 @@ This module only parses owner names; it does not run clocks. Pure, no I/O.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Final
 
-# The prefix is case-sensitive (`Clock-alarm:...` is a person's name); the type is not.
-_OWNER: Final = re.compile(r"clock-(?P<type>[A-Za-z]+(?:-\d+)?):(?P<when>.*)", re.DOTALL)
+CLOCK_PREFIX: Final = "clock-"
+PROGRAM_PREFIX: Final = "program:"
+CLOCK_TYPES: Final = ("alarm", "handoff", "wait", "stopwatch", "event-<minutes>")
+_OWNER: Final = re.compile(r"clock-(?P<type>[^:]*):(?P<when>.*)", re.DOTALL)
+_SHAPE: Final = re.compile(r"\d+/\d+/\d+@\d+:\d+:\d+")
 _DATE_TIME: Final = re.compile(
     r"(?P<month>\d{1,2})/(?P<day>\d{1,2})/(?P<year>\d{1,4})"
     r"@(?P<hour>\d{1,2}):(?P<minute>\d{1,2}):(?P<second>\d{1,2})")
-_DURATION: Final = re.compile(r"(?P<hours>\d+):(?P<minutes>\d+):(?P<seconds>\d+)")
+_DURATION: Final = re.compile(r"(?P<hours>\d{1,4}):(?P<minutes>\d{1,4}):(?P<seconds>\d{1,6})")
+_ISO_DURATION: Final = re.compile(
+    r"PT(?:(?P<hours>\d{1,4})H)?(?:(?P<minutes>\d{1,4})M)?(?:(?P<seconds>\d{1,6})S)?",
+    re.IGNORECASE)
+_FORMS: Final = ("write clock-<type>:M/D/YYYY@H:M:S (0/0/0@0:0:0 for as soon as the step is "
+                 "ready) or an ISO 8601 time such as 2026-12-05T02:00")
 
 
 class ClockKind(enum.Enum):
@@ -55,11 +72,9 @@ class ClockOwner:
 
 
 def parse_clock_owner(owner: str, zone: tzinfo | None = None) -> ClockOwner | None:
-    """Parse an owner name; return None when it does not name a clock.
+    """Parse an owner name; return None when it does not name a valid clock.
 
-    Naive times are read in `zone` (None: the machine's local zone). An unknown type
-    (`clock-foo:...`) or a time part without `@` that is not ISO 8601 (`clock-alarm:soon`)
-    does not name a clock, so the caller treats the owner as a person.
+    Naive times are read in `zone` (None: the machine's local zone).
 
     >>> from datetime import timezone
     >>> alarm = parse_clock_owner("clock-alarm:12/5/2026@2:0:0", timezone.utc)
@@ -74,35 +89,103 @@ def parse_clock_owner(owner: str, zone: tzinfo | None = None) -> ClockOwner | No
     >>> parse_clock_owner("Clock-alarm:1/1/2026@0:0:0") is None, parse_clock_owner("alice")
     (True, None)
     """
+    parsed = _parse(owner, zone)
+    return parsed if isinstance(parsed, ClockOwner) else None
+
+
+def clock_problem(owner: str) -> str | None:
+    """Return why an owner that starts with `clock-` is not a valid clock, or None.
+
+    >>> clock_problem("clock-alarm:0/0/0@0:0:0") is None, clock_problem("alice") is None
+    (True, True)
+    >>> clock_problem("clock-tea:0/0/0@0:0:0")
+    "unknown clock type 'tea'; use alarm, handoff, wait, stopwatch or event-<minutes>"
+    """
+    parsed = _parse(owner, timezone.utc)
+    return parsed if isinstance(parsed, str) else None
+
+
+def program_command(owner: str | None) -> str | None:
+    """Return the command line of a `program:<command line>` owner, or None for other owners.
+
+    >>> program_command("program: ./precheck.sh --quick"), program_command("alice")
+    ('./precheck.sh --quick', None)
+    """
+    if owner is None or not owner.startswith(PROGRAM_PREFIX):
+        return None
+    return owner[len(PROGRAM_PREFIX):].strip()
+
+
+def owner_problem(owner: str | None) -> str | None:
+    """Return why `owner` cannot own a step (an invalid clock, a program without a command).
+
+    >>> owner_problem("program:  ")
+    "program owner 'program:  ' has no command line; write program:<command line>"
+    """
+    if owner is None:
+        return None
+    problem = clock_problem(owner)
+    if problem is not None:
+        return problem
+    if owner.startswith(PROGRAM_PREFIX) and not program_command(owner):
+        return f"program owner {owner!r} has no command line; write program:<command line>"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(owner: str, zone: tzinfo | None) -> ClockOwner | str | None:
+    """Parse `owner`: a ClockOwner, a problem text for an invalid clock, or None for others."""
+    if not owner.startswith(CLOCK_PREFIX):
+        return None
     match = _OWNER.fullmatch(owner)
     if match is None:
-        return None
-    kind, minutes = _kind(match["type"])
+        return f"clock owner {owner!r} has no time; {_FORMS}"
+    kind, minutes, problem = _kind(match["type"])
     if kind is None:
-        return None
+        return problem
     when = match["when"].strip()
+
+    if kind is ClockKind.STOPWATCH:
+        duration = _stopwatch_duration(when)
+        if duration is None:
+            return (f"stopwatch {owner!r} has no duration; write clock-stopwatch:0/0/0@H:M:S "
+                    "(clock-stopwatch:0/0/0@0:10:0 runs 10 minutes) or clock-stopwatch:PT10M")
+        return ClockOwner(kind, duration=duration)
 
     if "@" not in when:
         scheduled = _parse_iso(when, zone)
         if scheduled is None:
-            return None
-        return ClockOwner(kind, None if kind is ClockKind.STOPWATCH else scheduled, minutes)
-
-    if kind is ClockKind.STOPWATCH:
-        return ClockOwner(kind, duration=_parse_duration(when.partition("@")[2]))
+            return f"{when!r} in clock owner {owner!r} is not a time; {_FORMS}"
+        return ClockOwner(kind, scheduled, minutes)
+    if _SHAPE.fullmatch(when) is None:
+        return f"{when!r} in clock owner {owner!r} is not M/D/YYYY@H:M:S; {_FORMS}"
     return ClockOwner(kind, _parse_date_time(when, zone), minutes)
 
 
-def _kind(text: str) -> tuple[ClockKind | None, int | None]:
-    word, _, minutes = text.lower().partition("-")
+def _kind(text: str) -> tuple[ClockKind | None, int | None, str]:
+    word, dash, minutes = text.lower().partition("-")
     if word == "event":
-        return (ClockKind.EVENT, int(minutes)) if minutes else (None, None)
-    if minutes:
-        return None, None
-    try:
-        return ClockKind(word), None
-    except ValueError:
-        return None, None
+        if minutes.isdigit() and 0 < int(minutes) <= 525_600:
+            return ClockKind.EVENT, int(minutes), ""
+        return None, None, (f"clock type {text!r} needs its length in minutes, from 1 to "
+                            "525600: write event-<minutes>, such as event-30")
+    if not dash:
+        try:
+            return ClockKind(word), None, ""
+        except ValueError:
+            pass
+    choices = f"{', '.join(CLOCK_TYPES[:-1])} or {CLOCK_TYPES[-1]}"
+    return None, None, f"unknown clock type {text!r}; use {choices}"
+
+
+def _stopwatch_duration(when: str) -> timedelta | None:
+    if "@" in when:
+        return _parse_duration(when.partition("@")[2].strip())
+    match = _ISO_DURATION.fullmatch(when)
+    if match is None or not any(match.groupdict().values()):
+        return None
+    return timedelta(hours=int(match["hours"] or 0), minutes=int(match["minutes"] or 0),
+                     seconds=int(match["seconds"] or 0))
 
 
 def _parse_date_time(text: str, zone: tzinfo | None) -> datetime | None:

@@ -40,8 +40,8 @@ from yaml.scanner import Scanner
 
 from thehat.errors import FlowError, Problem, TheHatError
 from thehat.flowscan import compose_plain_layout
-from thehat.model import (FILE_KEYS, RECIPIENT_KEYS, TEXT_KEYS, Flow, StepDef,
-                          graph_problems)
+from thehat.model import (FILE_KEYS, MAX_TIMEOUT, NUMBER_KEYS, OPTIONAL_KEYS, RECIPIENT_KEYS,
+                          TEXT_KEYS, Flow, StepDef, graph_problems)
 from thehat.names import did_you_mean
 
 log = logging.getLogger(__name__)
@@ -350,6 +350,8 @@ def _read_step(mapping: MappingNode, problems: list[Problem]) -> StepDef | None:
             continue
         if key in TEXT_KEYS:
             value: object = _read_text(key, value_node, name, problems)
+        elif key in NUMBER_KEYS:
+            value = _read_seconds(key, value_node, name, problems)
         elif key in RECIPIENT_KEYS:
             value = _read_recipients(key, value_node, name, problems)
         else:  # NAME_LIST_KEYS: group, gates
@@ -414,6 +416,24 @@ def _read_text(key: str, node: Node, step: str | None, problems: list[Problem]) 
     problems.append(Problem(f"key {key!r} must be text, found {_describe(node)}; {hint}",
                             _line(node), step))
     return None
+
+
+def _read_seconds(key: str, node: Node, step: str | None,
+                  problems: list[Problem]) -> float | None:
+    """Return a number of seconds greater than 0; an empty value means the key is absent."""
+    text = _read_text(key, node, step, problems)
+    if text is None:
+        return None
+    try:
+        seconds = float(text.strip())
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= MAX_TIMEOUT:
+        problems.append(Problem(f"key {key!r} is {text!r}; give a number of seconds greater "
+                                f"than 0 and at most {MAX_TIMEOUT}, such as 300", _line(node),
+                                step))
+        return None
+    return seconds
 
 
 def _read_names(key: str, node: Node, step: str | None,
@@ -743,9 +763,11 @@ def dump_flow(flow: Flow) -> str:
         lines.append(f"- step: {_scalar(step.name)}")
         for key, attribute in FILE_KEYS.items():
             value = getattr(step, attribute)
-            if key == "step":
+            if key == "step" or (key in OPTIONAL_KEYS and value is None):
                 continue
-            if key in TEXT_KEYS:
+            if key in NUMBER_KEYS:
+                lines.append(f"  {key}: {int(value) if value.is_integer() else value!r}")
+            elif key in TEXT_KEYS:
                 lines.extend(_text_lines(key, value))
             elif key in RECIPIENT_KEYS:
                 lines.extend(_recipient_lines(key, value))

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from thehat.addresses import address_problem
+from thehat.clocks import owner_problem
 from thehat.errors import FlowError, Problem
 from thehat.names import did_you_mean, name_problem
 
@@ -76,6 +78,10 @@ class StepDef:
     note: str | None = None
     groups: tuple[str, ...] = ()
     gates: tuple[str, ...] = ()
+    # The command that undoes a program-owned step when the run reverts.
+    revert_command: str | None = None
+    # Seconds that the step's commands may run; None: the configured default.
+    timeout: float | None = None
     line: int | None = field(default=None, compare=False)
 
 
@@ -92,8 +98,16 @@ FILE_KEYS: Final[dict[str, str]] = {
     "note": "note",
     "group": "groups",
     "gates": "gates",
+    "revertCommand": "revert_command",
+    "timeout": "timeout",
 }
-TEXT_KEYS: Final = frozenset({"description", "owner", "startCommand", "finishCommand", "url", "note"})
+# Keys the original TheHat does not know; `save` writes them only when they have a value.
+OPTIONAL_KEYS: Final = frozenset({"revertCommand", "timeout"})
+TEXT_KEYS: Final = frozenset({"description", "owner", "startCommand", "finishCommand", "url",
+                              "note", "revertCommand"})
+NUMBER_KEYS: Final = frozenset({"timeout"})
+# The longest step timeout: a week, in seconds.
+MAX_TIMEOUT: Final = 7 * 24 * 3600
 RECIPIENT_KEYS: Final = frozenset({"notifyAtStart", "notifyAtFinish"})
 NAME_LIST_KEYS: Final = frozenset({"group", "gates"})
 
@@ -179,6 +193,19 @@ def step_problems(step: StepDef) -> list[Problem]:
         value = getattr(step, attribute)
         if value is not None and ("\n" in value or "\r" in value):
             problems.append(Problem(f"{attribute} must be a single line", step.line, step.name))
+    message = owner_problem(step.owner)
+    if message is not None:
+        problems.append(Problem(f"owner: {message}", step.line, step.name))
+    for key, recipients in (("notifyAtStart", step.notify_at_start),
+                            ("notifyAtFinish", step.notify_at_finish)):
+        for address in recipients:
+            message = address_problem(address)
+            if message is not None:
+                problems.append(Problem(f"{key}: {message}", step.line, step.name))
+    if step.timeout is not None and not 0 < step.timeout <= MAX_TIMEOUT:
+        problems.append(Problem(f"timeout is {step.timeout:g}; give a number of seconds "
+                                f"greater than 0 and at most {MAX_TIMEOUT}", step.line,
+                                step.name))
     return problems
 
 

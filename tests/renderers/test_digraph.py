@@ -108,7 +108,7 @@ def test_label_lines_listed_in_order() -> None:
     clock = FakeClock()
     definition = StepDef("deploy", description="Deploy it", owner="alice",
                          start_command="make start", finish_command="make check",
-                         notify_at_start=("ops@example.org",), notify_at_finish=("a", "b"),
+                         notify_at_start=("ops@example.org",), notify_at_finish=("a@x.org", "b@y.org"),
                          groups=("db", "web"))
     run = Run("f", Flow([definition]), clock)
     run.start("deploy", "alice")
@@ -124,7 +124,7 @@ def test_label_lines_listed_in_order() -> None:
         "Start cmd: make start",
         "Finish cmd: make check",
         "Notif(start): ops@example.org",
-        "Notif(fin): a, b",
+        "Notif(fin): a@x.org, b@y.org",
         "Started at: 2026-12-05 02:00:00 UTC",
         "Finished at: 2026-12-05 02:02:00 UTC",
         "Group(s): db, web",
