@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from thehat.clocks import owner_problem
 from thehat.errors import FlowError, Problem, Refusal
 from thehat.events import Event, EventKind
 from thehat.model import Flow, StepDef, StepState, find_cycle, step_problems
@@ -72,6 +73,19 @@ class UnknownStep(Refusal):
 
 
 @dataclass(slots=True)
+class Modes:
+    """The switches of a run's automation, which `run`, `stop` and friends change.
+
+    `clocks` lets clock and program owners act; `notifications` sends step mail;
+    `idle_minutes` re-posts the status after that many quiet minutes (0: never).
+    """
+
+    clocks: bool = False
+    notifications: bool = False
+    idle_minutes: int = 5
+
+
+@dataclass(slots=True)
 class RunStep:
     """The mutable part of one step in a run."""
 
@@ -103,10 +117,11 @@ class Run:
     """
 
     def __init__(self, name: str, flow: Flow, clock: Clock | None = None,
-                 source: str | None = None) -> None:
+                 source: str | None = None, modes: Modes | None = None) -> None:
         self.name = name
         self.source = source
         self.clock: Clock = clock or SystemClock()
+        self.modes = modes or Modes()
         self.failed_step: str | None = None
         self.steps: dict[str, RunStep] = {
             step.name: RunStep(step, owner=step.owner) for step in flow
@@ -116,12 +131,13 @@ class Run:
 
     @classmethod
     def restored(cls, name: str, steps: list[RunStep], failed_step: str | None,
-                 clock: Clock | None = None, source: str | None = None) -> Run:
+                 clock: Clock | None = None, source: str | None = None,
+                 modes: Modes | None = None) -> Run:
         """Rebuild a run from stored steps (definitions, states, owners and times).
 
         Raises FlowError if the stored definitions do not form a valid flow.
         """
-        run = cls(name, Flow(step.definition for step in steps), clock, source)
+        run = cls(name, Flow(step.definition for step in steps), clock, source, modes)
         run.steps = {step.name: step for step in steps}
         run.failed_step = failed_step
         run._rebuild()
@@ -186,6 +202,7 @@ class Run:
         Step definitions are immutable, so the copy shares them.
         """
         twin = copy.copy(self)
+        twin.modes = dataclasses.replace(self.modes)
         twin.steps = {name: dataclasses.replace(step) for name, step in self.steps.items()}
         twin._unmet = dict(self._unmet)
         twin._blocking = dict(self._blocking)
@@ -203,8 +220,18 @@ class Run:
         step = self.step(name)
         if owner is not None and ("\n" in owner or "\r" in owner):
             raise Refusal(f"An owner must be a single line; {owner!r} is not.")
+        problem = owner_problem(owner or None)
+        if problem is not None:
+            raise Refusal(f"{problem[0].upper()}{problem[1:]}; the owner of {name} is unchanged.")
         old, step.owner = step.owner, owner or None
         return [self._event(EventKind.OWNER_CHANGED, actor, name, old=old, new=step.owner)]
+
+    def hand_off(self, name: str, actor: str) -> list[Event]:
+        """Clear the owner of a step that a handoff clock has started, for a person to claim."""
+        step = self.step(name)
+        old, step.owner = step.owner, None
+        return [self._event(EventKind.OWNER_CHANGED, actor, name, old=old, new=None,
+                            handoff=True)]
 
     # -- forward progress -------------------------------------------------------------------
 

@@ -22,11 +22,12 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from thehat.engine import Run, RunStep
+from thehat.engine import Modes, Run, RunStep
 from thehat.errors import TheHatError
 from thehat.events import Event
 from thehat.model import StepDef, StepState
@@ -54,6 +55,7 @@ class RunRecord:
     started_at: datetime
     ended_at: datetime | None
     steps: list[RunStep]
+    modes: Modes = field(default_factory=Modes)
 
 
 @dataclass
@@ -98,6 +100,8 @@ class Change:
     reactivated: dict[str, int] = field(default_factory=dict)
     attachments: dict[str, str | None] = field(default_factory=dict)
     saved: bool = False
+    # Names of the runs whose modes (clocks, notifications, idle prompts) changed.
+    modes: set[str] = field(default_factory=set)
 
 
 class RunStore(abc.ABC):
@@ -150,6 +154,19 @@ def decode_definition(text: str) -> StepDef:
     for key in ("notify_at_start", "notify_at_finish", "groups", "gates"):
         fields[key] = tuple(fields[key])
     return StepDef(**fields)
+
+
+def encode_modes(modes: Modes) -> str:
+    return json.dumps(asdict(modes), separators=(",", ":"))
+
+
+def decode_modes(text: str | None) -> Modes:
+    """Decode stored modes; NULL, or keys this version does not know, fall back to defaults."""
+    if text is None:
+        return Modes()
+    fields = json.loads(text)
+    known = {f.name for f in dataclass_fields(Modes)}
+    return Modes(**{key: value for key, value in fields.items() if key in known})
 
 
 def _events_json(events: list[Event]) -> str:
@@ -208,8 +225,12 @@ CREATE TABLE journal (
 # keeps it close to the cost of one bare commit. History queries scan the journal, which
 # takes milliseconds for the tens of thousands of entries a year of change windows makes.
 
+# Version 2 keeps each run's modes (clock and notification processing, idle prompts) as JSON;
+# NULL means the defaults.
+SCHEMA_V2: Final = "ALTER TABLE runs ADD COLUMN modes TEXT"
+
 # Forward migrations: entry N brings a database at user_version N to N + 1.
-MIGRATIONS: Final[list[str]] = [SCHEMA_V1]
+MIGRATIONS: Final[list[str]] = [SCHEMA_V1, SCHEMA_V2]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -309,9 +330,10 @@ class SqliteStore(RunStore):
             active[name] = (run_id, failed)
         for run in change.new_runs:
             cursor = db.execute(
-                "INSERT INTO runs (name, active, failed_step, source, started_at) "
-                "VALUES (?, 1, ?, ?, ?)",
-                (run.name, run.failed_step, run.source, _time(change.time)))
+                "INSERT INTO runs (name, active, failed_step, source, started_at, modes) "
+                "VALUES (?, 1, ?, ?, ?, ?)",
+                (run.name, run.failed_step, run.source, _time(change.time),
+                 encode_modes(run.modes)))
             assert cursor.lastrowid is not None
             active[run.name] = (cursor.lastrowid, run.failed_step)
             self._write_steps(cursor.lastrowid, run)
@@ -334,6 +356,10 @@ class SqliteStore(RunStore):
                     "failed_at = ?, reverted_at = ? WHERE run_id = ? AND name = ?",
                     [(*_step_state(live.steps[step]), run_id, step)
                      for step in step_names if step in live.steps])
+        for name in change.modes - new_names:
+            if name in runs and name in active:
+                db.execute("UPDATE runs SET modes = ? WHERE id = ?",
+                           (encode_modes(runs[name].modes), active[name][0]))
         for conversation, attached in change.attachments.items():
             if attached is None or attached not in active:
                 db.execute("DELETE FROM attachments WHERE conversation = ?", (conversation,))
@@ -367,7 +393,7 @@ class SqliteStore(RunStore):
 
     def load_active(self) -> tuple[list[RunRecord], dict[str, str]]:
         rows = self._db.execute(
-            "SELECT id, name, active, failed_step, source, started_at, ended_at FROM runs "
+            "SELECT id, name, active, failed_step, source, started_at, ended_at, modes FROM runs "
             "WHERE active = 1 ORDER BY id").fetchall()
         records = [self._record(row) for row in rows]
         attachments = dict(self._db.execute(
@@ -376,8 +402,8 @@ class SqliteStore(RunStore):
         return records, attachments
 
     def latest_run(self, name: str, active: bool | None = None) -> RunRecord | None:
-        query = ("SELECT id, name, active, failed_step, source, started_at, ended_at FROM runs "
-                 "WHERE name = ?")
+        query = ("SELECT id, name, active, failed_step, source, started_at, ended_at, modes "
+                 "FROM runs WHERE name = ?")
         parameters: list[Any] = [name]
         if active is not None:
             query += " AND active = ?"
@@ -386,7 +412,7 @@ class SqliteStore(RunStore):
         return None if row is None else self._record(row)
 
     def _record(self, row: tuple[Any, ...]) -> RunRecord:
-        run_id, name, active, failed_step, source, started_at, ended_at = row
+        run_id, name, active, failed_step, source, started_at, ended_at, modes = row
         steps = [
             RunStep(decode_definition(definition), StepState(state), owner,
                     _parse_time(started), _parse_time(finished), _parse_time(failed),
@@ -397,7 +423,8 @@ class SqliteStore(RunStore):
                 "reverted_at FROM steps WHERE run_id = ? ORDER BY position", (run_id,))
         ]
         return RunRecord(run_id, name, bool(active), failed_step, source,
-                         datetime.fromisoformat(started_at), _parse_time(ended_at), steps)
+                         datetime.fromisoformat(started_at), _parse_time(ended_at), steps,
+                         decode_modes(modes))
 
     def history(self, flow: str, steps: Sequence[str] = (), limit: int | None = None
                 ) -> list[JournalEntry]:
