@@ -189,7 +189,8 @@ class TerminalFrontend(Frontend):
             log.info("opening flow file %s for %s", flow, self.user)
             return await self.daemon.open_file(self.conversation, flow, self.user)
         log.info("loading flow %s from the data directory for %s", flow, self.user)
-        reply = await self.daemon.handle(self.conversation, self.user, f"load {flow}")
+        reply = await self.daemon.handle(self.conversation, self.user, f"load {flow}",
+                                         admin=True)
         if self.daemon.flow_name(self.conversation) is None:
             # The flow named on the command line did not load: stop, as for a bad file.
             raise TheHatError("\n".join(reply.lines))
@@ -199,7 +200,8 @@ class TerminalFrontend(Frontend):
         """Hand one command line to the daemon, print the reply and return whether to quit."""
         log.debug("<< %s: %s", self.user, text)
         try:
-            reply = await self.daemon.handle(self.conversation, self.user, text)
+            # The terminal's user runs the bot, so is an admin.
+            reply = await self.daemon.handle(self.conversation, self.user, text, admin=True)
         except TheHatError as exc:
             # The daemon normally turns these into reply lines itself. Their message is
             # written for the user, so it is shown as it is.

@@ -512,7 +512,8 @@ class XmppFrontend(Frontend):
         log.debug("command from %s in %s: %r (%s)", identity.nick, conversation.id,
                   request.text, identity)
         try:
-            reply = await self.daemon.handle(conversation, identity.nick, request.text)
+            reply = await self.daemon.handle(conversation, identity.nick, request.text,
+                                             admin=self.is_admin(identity))
         except TheHatError as exc:
             # The daemon normally turns these into reply lines itself; the message is
             # written for the user.

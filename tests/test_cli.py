@@ -6,9 +6,12 @@ import asyncio
 import getpass
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 from unittest import mock
@@ -349,3 +352,47 @@ def test_tty_with_invalid_flow_exits_2(tmp_path, capsys) -> None:
 def test_version_option(capsys) -> None:
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out == f"thehat {__version__}\n"
+
+
+def test_tty_ticks_without_commands(tmp_path: Path) -> None:
+    """The terminal ticks too: a due clock acts while nobody types anything."""
+    flow = tmp_path / "soon.flow"
+    flow.write_text("- step: announce\n  owner: clock-alarm:0/0/0@0:0:0\n- step: after\n"
+                    "  gates: [announce]\n", encoding="utf-8")
+    config = write_config(tmp_path, {})
+    program = Path(sys.executable).with_name("thehat")
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    process = subprocess.Popen(
+        [str(program), "tty", "--user", "alice", "-c", str(config), str(flow)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env)
+    assert process.stdin is not None and process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
+                              daemon=True)
+    reader.start()
+    seen = []
+    try:
+        process.stdin.write("clockProcessing on\n")
+        process.stdin.flush()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            if "CLOCK ADVANCE" in line:
+                break
+        process.stdin.write("quit\n")
+        process.stdin.flush()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert any("clock-alarm:0/0/0@0:0:0 changed state of step announce to done" in line
+               for line in seen), "".join(seen)
+    assert any("CLOCK ADVANCE" in line for line in seen)
+    assert process.returncode == 0

@@ -205,6 +205,7 @@ async def _serve_terminal(config: Config, user: str, flow: str | None) -> None:
     site = None
     try:
         site = await start_status_site(daemon, config)
+        daemon.start_automation()
         await TerminalFrontend(daemon, config, user=user, flow=flow).serve()
     finally:
         if site is not None:
@@ -306,6 +307,7 @@ async def serve_frontends(config: Config, classes: Sequence[type[Frontend]]) -> 
         await daemon.close()
         raise
     frontends = [cls(daemon, config) for cls in classes]
+    daemon.start_automation()
     tasks = {asyncio.create_task(frontend.serve(), name=f"frontend {frontend.name}"): frontend
              for frontend in frontends}
     stop_requested = asyncio.Event()

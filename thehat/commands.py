@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from thehat import __version__
+from thehat.automation import Launch
+from thehat.clocks import PROGRAM_PREFIX, parse_clock_owner
 from thehat.engine import Run, UnknownStep
 from thehat.errors import CommandError, FlowError, Refusal, TheHatError
 from thehat.events import Event
-from thehat.model import StepDef
+from thehat.model import MAX_TIMEOUT, StepDef
 from thehat.names import did_you_mean, name_problem
 from thehat.status import event_lines, format_table, format_time, status_block
 
@@ -52,6 +54,9 @@ class Outcome:
     result: list[str] = field(default_factory=list)
     refusals: int = 0
     changed_runs: set[str] = field(default_factory=set)
+    # Host commands and step mail to start once the change is committed.
+    launches: list[Launch] = field(default_factory=list)
+    mails: list[object] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +69,8 @@ class Context:
     word: str
     args: str
     outcome: Outcome
+    # Whether the frontend found the speaker in wfengine.admins.
+    admin: bool = False
 
     @property
     def run(self) -> Run | None:
@@ -168,7 +175,8 @@ def split_names(text: str) -> list[str]:
     return [part for part in re.split(r"[\s,]+", text.strip()) if part]
 
 
-def execute(daemon: Daemon, conversation_id: str, user: str, text: str) -> Outcome:
+def execute(daemon: Daemon, conversation_id: str, user: str, text: str,
+            admin: bool = False) -> Outcome:
     """Run one command line from `user` in a conversation and return what it produced.
 
     Expected failures become reply lines; anything else is logged and answered with a short
@@ -187,7 +195,7 @@ def execute(daemon: Daemon, conversation_id: str, user: str, text: str) -> Outco
                              "say help for the list of commands.")
         return outcome
 
-    context = Context(daemon, conversation_id, user, word, args.strip(), outcome)
+    context = Context(daemon, conversation_id, user, word, args.strip(), outcome, admin)
     run = context.run
     if run is not None:
         outcome.run_name = run.name
@@ -254,9 +262,29 @@ def usage_error(context: Context) -> CommandError:
 
 # -- progression ------------------------------------------------------------------------------
 
+def check_new_owner(context: Context, owner: str | None) -> None:
+    """Reject a program owner from a non-admin, and describe a clock owner's time.
+
+    A program owner runs its command line on the bot's host, so only admins may set one.
+    """
+    if owner is None:
+        return
+    if owner.startswith(PROGRAM_PREFIX) and not context.admin:
+        raise CommandError(f"Only the admins listed in wfengine.admins can give steps to a "
+                           f"program, because it runs on the bot's host; {context.user} is "
+                           "not one of them.")
+    clock = parse_clock_owner(owner, context.daemon.zone)
+    if clock is not None and clock.scheduled is not None:
+        when = format_time(clock.scheduled, context.daemon.zone)
+        context.outcome.notices.append(f"{owner} acts at {when}.")
+        context.reply(f"{owner} acts at {when}, once its step is ready and clock processing "
+                      "is on.")
+
+
 @command("gimme", "gimme <step>[,<step>...]", "Take ownership of steps.", "progression",
          changes=True)
 def gimme(context: Context) -> None:
+    check_new_owner(context, context.user)
     for_named_steps(context, lambda run, n: run.set_owner(n, context.user, context.user))
 
 
@@ -272,6 +300,7 @@ def giveto(context: Context) -> None:
         raise CommandError(f"{owner} is a step and {', '.join(names)} is not; the owner comes "
                            f"first: giveto <owner> <step>[,<step>...], for example giveto "
                            f"{names[0]} {owner}.")
+    check_new_owner(context, owner)
     for_each_step(context, names, lambda run, n: run.set_owner(n, owner, context.user))
 
 
@@ -285,6 +314,7 @@ def give_groups(context: Context, groups: list[str], owner: str) -> None:
     steps = run.steps_in_groups(groups)
     if not steps:
         return
+    check_new_owner(context, owner)
     context.reply(f"Giving step group(s) {', '.join(g for g in groups if g in known)} to "
                   f"{owner}...")
     for step in steps:
@@ -314,6 +344,7 @@ def givegroupto(context: Context) -> None:
 @command("gimmeall", "gimmeall", "Take ownership of every step.", "progression", changes=True)
 def gimmeall(context: Context) -> None:
     run = context.require_run()
+    check_new_owner(context, context.user)
     for name in list(run.steps):
         context.emit(run.set_owner(name, context.user, context.user))
 
@@ -599,13 +630,15 @@ def delstep(context: Context) -> None:
 FORCE_WORDS: Final = ("force", "--force", "-f")
 SET_PROPERTIES: Final = (
     "name", "owner", "description", "url", "note", "startCommand", "finishCommand",
-    "notifyAtStart", "notifyAtFinish", "group", "groups", "addgroup", "delgroup",
-    "gate", "gates", "addgate", "delgate",
+    "revertCommand", "timeout", "notifyAtStart", "notifyAtFinish", "group", "groups",
+    "addgroup", "delgroup", "gate", "gates", "addgate", "delgate",
 )
 _TEXT_PROPERTIES: Final = {
     "description": "description", "url": "url", "note": "note",
     "startcommand": "start_command", "finishcommand": "finish_command",
+    "revertcommand": "revert_command",
 }
+_COMMAND_PROPERTIES: Final = frozenset({"startcommand", "finishcommand", "revertcommand"})
 
 
 @command("set", "set <step>[,<step>...] <property> [<value>]", "Change a property of steps.",
@@ -624,11 +657,29 @@ def set_property(context: Context) -> None:
                            f" properties: {', '.join(SET_PROPERTIES)}.")
     if prop.casefold() == "name" and len(names) != 1:
         raise CommandError("set ... name renames one step at a time.")
+    if prop.casefold() in _COMMAND_PROPERTIES and not context.admin:
+        raise CommandError(f"Only the admins listed in wfengine.admins can set {prop}, because "
+                           f"it runs on the bot's host; {context.user} is not one of them. "
+                           "Edit the flow file instead.")
+    if prop.casefold() == "owner":
+        check_new_owner(context, value or None)
     before = len(context.outcome.events) + context.outcome.refusals
     for_each_step(context, names, lambda run, n: set_one(run, n, prop.casefold(), value,
                                                         context.user))
     if len(context.outcome.events) + context.outcome.refusals == before:
         context.reply(f"Nothing changed: {prop} already has that value.")
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise Refusal(f"The timeout {value!r} is not a number of seconds greater than 0 and at "
+                      f"most {MAX_TIMEOUT}; give one, such as 300, or nothing to use the "
+                      "default.")
+    return seconds
 
 
 def set_one(run: Run, name: str, prop: str, value: str, actor: str) -> list[Event]:
@@ -640,6 +691,8 @@ def set_one(run: Run, name: str, prop: str, value: str, actor: str) -> list[Even
         return run.set_owner(name, value or None, actor)
     if prop in _TEXT_PROPERTIES:
         return run.update_step(name, actor, **{_TEXT_PROPERTIES[prop]: value or None})
+    if prop == "timeout":
+        return run.update_step(name, actor, timeout=_seconds(value) if value else None)
     if prop in ("notifyatstart", "notifyatfinish"):
         attribute = "notify_at_start" if prop == "notifyatstart" else "notify_at_finish"
         return run.update_step(name, actor, **{attribute: tuple(split_names(value))})
@@ -665,6 +718,152 @@ def set_one(run: Run, name: str, prop: str, value: str, actor: str) -> list[Even
     return run.update_step(name, actor, **{attribute: tuple(new)})
 
 
+# -- automation -------------------------------------------------------------------------------
+
+ON_WORDS: Final = ("on", "true")
+OFF_WORDS: Final = ("off", "false")
+MAX_IDLE_MINUTES: Final = 24 * 60
+
+
+def _switch(context: Context, attribute: str, label: str) -> None:
+    """Show or change one mode of the attached run (`clocks` or `notifications`)."""
+    run = context.require_run()
+    word = context.args.strip().casefold()
+    current = getattr(run.modes, attribute)
+    if not word:
+        context.reply(f"{label} is {'on' if current else 'off'} for flow {run.name}. To "
+                      f"change it, say {context.word} on or {context.word} off.")
+        return
+    if word not in ON_WORDS + OFF_WORDS:
+        raise CommandError(f"{context.word} takes on or off (or true or false), not "
+                           f"{context.args.strip()!r}; {label.lower()} is still "
+                           f"{'on' if current else 'off'}.")
+    _set_mode(context, run, attribute, label, word in ON_WORDS)
+
+
+def _set_mode(context: Context, run: Run, attribute: str, label: str, value: bool) -> None:
+    setattr(run.modes, attribute, value)
+    context.daemon.modes_changed(run)
+    line = f"{label} {'enabled' if value else 'disabled'} for flow {run.name}."
+    context.reply(line)
+    context.notice(f"{context.user}: {line}")
+    if attribute == "notifications" and value and context.daemon.config.smtp is None:
+        context.reply("Note: the configuration has no smtp section, so no mail can be sent; "
+                      "steps with recipients will say so when they start or finish.")
+    if attribute == "clocks" and value and not context.daemon.config.engine.allow_exec:
+        programs = [s.name for s in run.steps.values() if s.owner is not None
+                    and s.owner.startswith(PROGRAM_PREFIX)]
+        if programs:
+            context.reply(f"Note: wfengine.allowExec is false, so the programs that own "
+                          f"{', '.join(programs[:MAX_SUGGESTIONS])} will not run.")
+
+
+@command("clockProcessing", "clockProcessing [on|off]",
+         "Show or switch whether clock and program owners act in this flow.", "operations",
+         details="Off after load and reload. When on, the bot checks every second: clocks "
+                 "start and finish their steps when their time comes, and program owners run "
+                 "their command once their step is ready.")
+def clock_processing(context: Context) -> None:
+    _switch(context, "clocks", "Clock processing")
+
+
+@command("notificationProcessing", "notificationProcessing [on|off]",
+         "Show or switch whether this flow sends step mail.", "operations",
+         details="Off after load and reload. When on, a step with notifyAtStart or "
+                 "notifyAtFinish addresses sends mail through the smtp section of the "
+                 "configuration when it starts or finishes. Switch it on before clocks, or "
+                 "clock-driven steps send no mail.")
+def notification_processing(context: Context) -> None:
+    _switch(context, "notifications", "Notification processing")
+
+
+@command("run", "run", "Switch notification and clock processing on for this flow.",
+         "operations")
+def run_command(context: Context) -> None:
+    run = context.require_run()
+    _set_mode(context, run, "notifications", "Notification processing", True)
+    _set_mode(context, run, "clocks", "Clock processing", True)
+
+
+@command("stop", "stop", "Switch clock and notification processing off for this flow.",
+         "operations", details="Programs already running go on; their result is applied.")
+def stop_command(context: Context) -> None:
+    run = context.require_run()
+    _set_mode(context, run, "notifications", "Notification processing", False)
+    _set_mode(context, run, "clocks", "Clock processing", False)
+
+
+@command("idleprompt", "idleprompt [<minutes>]",
+         "Show or set after how many quiet minutes the status is posted again.", "operations",
+         details="Quiet means no status block was shown in this flow for that long while "
+                 "steps need attention. 0 turns idle prompts off. The default comes from "
+                 "wfengine.idlePrompt (5 minutes).")
+def idleprompt(context: Context) -> None:
+    run = context.require_run()
+    text = context.args.strip()
+    if text:
+        if not text.isdigit() or int(text) > MAX_IDLE_MINUTES:
+            raise CommandError(f"idleprompt takes whole minutes from 0 to {MAX_IDLE_MINUTES}, "
+                               f"not {text!r}; 0 turns idle prompts off.")
+        run.modes.idle_minutes = int(text)
+        context.daemon.modes_changed(run)
+    minutes = run.modes.idle_minutes
+    if minutes:
+        unit = "minute" if minutes == 1 else "minutes"
+        context.reply(f"Idle prompting is set to {minutes} {unit} for flow {run.name}.",
+                      "To change it say idleprompt <minutes>; idleprompt 0 turns it off.")
+    else:
+        context.reply(f"Idle prompting is off for flow {run.name}: I speak only when a state "
+                      "changes.")
+        if text:
+            context.reply("Without idle prompts your team may hear of a step's change only "
+                          "once. To turn them on, say idleprompt <minutes>.")
+
+
+@command("tictoc", "tictoc", "Let the clocks and programs of this flow act now.", "operations",
+         changes=True,
+         details="Acts even when clock processing is off, once; clocks whose time has not "
+                 "come wait.")
+def tictoc(context: Context) -> None:
+    run = context.require_run()
+    context.reply("(---tictoc---)")
+    result = context.daemon.plan_automatic(run, forced=True)
+    context.emit(result.events)
+    context.outcome.launches.extend(result.launches)
+    for line in result.notices:
+        context.reply(line)
+        context.notice(line)
+    if result.events:
+        context.outcome.status_header = "CLOCK ADVANCE"
+    else:
+        context.reply("No clock or program was due.")
+
+
+@command("exec", "exec <command>", "Run a shell command on the bot's host (admins only).",
+         "diagnostic",
+         details="Needs wfengine.allowExec: true and a speaker listed in wfengine.admins. The "
+                 "command runs through /bin/sh with a timeout (wfengine.commandTimeout), and "
+                 "its output and exit status follow as they come.")
+def exec_command(context: Context) -> None:
+    command_line = context.args.strip()
+    if not command_line:
+        raise usage_error(context)
+    engine = context.daemon.config.engine
+    if not engine.allow_exec:
+        raise CommandError("exec is not allowed: wfengine.allowExec is false in the "
+                           "configuration.")
+    if not context.admin:
+        raise CommandError(f"Only the admins listed in wfengine.admins can use exec; "
+                           f"{context.user} is not one of them.")
+    run = context.run
+    context.outcome.launches.append(Launch(
+        "exec", run.name if run else None, None, command_line,
+        {"THEHAT_USER": context.user, "THEHAT_FLOW": run.name if run else ""},
+        engine.command_timeout, origin=context.conversation_id, actor=context.user))
+    context.reply(f"Running on the bot's host (timeout {engine.command_timeout:g} s): "
+                  f"{command_line}")
+
+
 # -- words that later versions implement ------------------------------------------------------
 
 def _not_yet(what: str) -> Handler:
@@ -675,19 +874,6 @@ def _not_yet(what: str) -> Handler:
 
 
 for _name, _usage, _summary, _section, _what in (
-    ("exec", "exec <command>", "Run a shell command on the bot's host (admins only).",
-     "diagnostic", "host commands"),
-    ("tictoc", "tictoc", "Run the clock pass now.", "operations", "clock owners"),
-    ("run", "run", "Switch clock and notification processing on.", "operations",
-     "clock owners and notifications"),
-    ("stop", "stop", "Switch clock and notification processing off.", "operations",
-     "clock owners and notifications"),
-    ("clockProcessing", "clockProcessing [on|off]", "Show or switch clock processing.",
-     "operations", "clock owners"),
-    ("notificationProcessing", "notificationProcessing [on|off]",
-     "Show or switch mail notifications.", "operations", "mail notifications"),
-    ("idleprompt", "idleprompt <minutes>", "Re-post the status after minutes without activity.",
-     "operations", "idle prompts"),
     ("checkout", "checkout <path> [<branch>]", "Check out flows from version control.",
      "editing", "version control commands"),
     ("commit", "commit <path> [<message>]", "Commit flows to version control.", "editing",

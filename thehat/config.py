@@ -13,12 +13,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
 from thehat.errors import ConfigError
 from thehat.names import did_you_mean
+
+if TYPE_CHECKING:
+    from thehat.mail import SmtpSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ FALSE_WORDS: Final = frozenset({"false", "no", "off", "0"})
 
 ENGINE_KEYS: Final = frozenset({
     "datadir", "webdir", "baseurl", "bindaddr", "bindport", "allowExec", "renderers", "vcs",
-    "svnroot", "debuglevel", "admins", "timezone", "statusRows",
+    "svnroot", "debuglevel", "admins", "timezone", "statusRows", "commandTimeout", "idlePrompt",
 })
 KNOWN_SECTIONS: Final = frozenset({"wfengine", "thehat-irc", "thehat-xmpp", "smtp", "access"})
 
@@ -76,6 +79,10 @@ class EngineConfig:
     timezone: str | None = None
     # Rows of the status block that follows a change; 0 shows every step.
     status_rows: int = 25
+    # Seconds a step command, program owner or exec may run when the step sets no timeout.
+    command_timeout: float = 600.0
+    # Minutes without a status block before a run's status is posted again; 0: never.
+    idle_minutes: int = 5
 
     @property
     def web_directory(self) -> Path:
@@ -100,6 +107,8 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     path: Path | None = None
+    # The `smtp` section, through which step mail is sent; None: no mail.
+    smtp: SmtpSettings | None = None
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -150,7 +159,12 @@ def parse_config(document: Any, path: Path | None = None) -> Config:
         sections[str(name)] = value
     base = path.parent if path is not None else Path.cwd()
     engine = _parse_engine(document.get("wfengine"), source, base)
-    return Config(engine=engine, sections=sections, path=path)
+    smtp = None
+    if "smtp" in document:
+        from thehat.mail import parse_smtp_section
+
+        smtp = parse_smtp_section(document["smtp"], source, base)
+    return Config(engine=engine, sections=sections, path=path, smtp=smtp)
 
 
 def _parse_engine(section: Any, source: str, base: Path) -> EngineConfig:
@@ -186,6 +200,10 @@ def _parse_engine(section: Any, source: str, base: Path) -> EngineConfig:
         values["status_rows"] = _count(section["statusRows"], "wfengine.statusRows", source)
     if section.get("timezone") is not None:
         values["timezone"] = _timezone(section["timezone"], source)
+    if section.get("commandTimeout") is not None:
+        values["command_timeout"] = _timeout(section["commandTimeout"], source)
+    if section.get("idlePrompt") is not None:
+        values["idle_minutes"] = _count(section["idlePrompt"], "wfengine.idlePrompt", source)
     if "baseurl" in values and values.get("bindport"):
         values["baseurl"] = _with_port(values["baseurl"], values["bindport"])
     return EngineConfig(**values)
@@ -248,6 +266,19 @@ def _count(value: Any, key: str, source: str) -> int:
     if number < 0:
         raise ConfigError(f"{source}: {key} is {value!r}; use a whole number, 0 or more")
     return number
+
+
+def _timeout(value: Any, source: str) -> float:
+    from thehat.model import MAX_TIMEOUT
+
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise ConfigError(f"{source}: wfengine.commandTimeout is {value!r}; use a number of "
+                          f"seconds greater than 0 and at most {MAX_TIMEOUT}")
+    return seconds
 
 
 def _with_port(baseurl: str, port: int) -> str:

@@ -15,23 +15,25 @@ import logging
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from frontends.base import Conversation
 from thehat import commands
+from thehat.automation import Automation, Launch, PassResult, plan_pass, step_command_launches
 from thehat.commands import Context, Outcome
 from thehat.config import Config
 from thehat.datadir import DataDirectory
-from thehat.engine import Clock, Run, SystemClock
+from thehat.engine import Clock, Modes, Run, RunStep, SystemClock
 from thehat.errors import CommandError, FlowError
-from thehat.events import EventKind
+from thehat.events import Event, EventKind
 from thehat.flowfile import load_flow
 from thehat.lock import DirectoryLock
-from thehat.model import Flow
+from thehat.model import Flow, StepState
 from thehat.rendering import RenderService
-from thehat.status import event_lines, status_block
+from thehat.status import event_lines, run_url, status_block
 from thehat.store import DATABASE_NAME, Change, JournalEntry, RunStore, SqliteStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,20 @@ class Daemon:
         self.baseurl: str | None = engine.baseurl
         # Without a store, the newest journal entries of each run, for the web site.
         self.recent: dict[str, deque[JournalEntry]] = {}
+        # When each run's status block was last shown, for idle prompts.
+        self.last_status: dict[str, datetime] = {}
+        # (step, reason) pairs each run has announced once, so they are not repeated.
+        self.reported: dict[str, set[tuple[str, str]]] = {}
+        self.automation = Automation(self)
         self._lock: asyncio.Lock | None = None
         self._change: Change | None = None
+
+    @property
+    def command_lock(self) -> asyncio.Lock:
+        """The lock that keeps commands, ticks and program results from interleaving."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     # -- conversations ----------------------------------------------------------------------
 
@@ -123,19 +137,30 @@ class Daemon:
 
     # -- command handling -------------------------------------------------------------------
 
-    async def handle(self, conversation: Conversation, user: str, text: str) -> Reply:
+    async def handle(self, conversation: Conversation, user: str, text: str,
+                     admin: bool = False) -> Reply:
         """Execute one command line and return the reply for the speaker.
 
-        Blocking work (flow files, the store) runs in a worker thread; the lock keeps commands
-        in order.
+        `admin` tells whether the frontend found `user` in `wfengine.admins`. Blocking work
+        (flow files, the store) runs in a worker thread; the lock keeps commands in order.
+        Commands the change asks for start after the reply is built.
         """
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            outcome = await asyncio.to_thread(self.execute, conversation.id, user, text)
+        async with self.command_lock:
+            outcome = await asyncio.to_thread(self.execute, conversation.id, user, text, admin)
         self._mark_stale(outcome)
         await self._broadcast(conversation.id, outcome)
+        self._start_follow_ups(outcome)
         return Reply(outcome.lines, outcome.quit)
+
+    def _start_follow_ups(self, outcome: Outcome) -> None:
+        if outcome.run_name is not None and any(
+                e.kind is EventKind.REVERSION_STARTED for e in outcome.events):
+            for step in self.automation.stop_programs(outcome.run_name):
+                log.info("stopped the program of step %s of flow %s: the flow reverts", step,
+                         outcome.run_name)
+        self.automation.launch(outcome.launches)
+        if outcome.run_name is not None and outcome.mails:
+            self.automation.send_mail(outcome.run_name, list(outcome.mails))
 
     def _mark_stale(self, outcome: Outcome) -> None:
         if self.renderer is not None:
@@ -145,20 +170,21 @@ class Daemon:
 
     async def snapshot(self, name: str) -> Run | None:
         """Return a copy of run `name` taken between commands, or None if it is not active."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self.command_lock:
             run = self.runs.get(name)
             return None if run is None else run.clone()
 
-    def execute(self, conversation_id: str, user: str, text: str) -> Outcome:
+    def execute(self, conversation_id: str, user: str, text: str,
+                admin: bool = False) -> Outcome:
         """Run one command synchronously and commit what it changed; callers serialise calls."""
         before = self.attachments.get(conversation_id)
         audience = set(self.attached(before)) if before else set()
         self._change = Change(self.clock.now(), user, conversation_id, text, "", "")
         try:
-            outcome = commands.execute(self, conversation_id, user, text)
-            self._commit(self._change, outcome)
+            outcome = commands.execute(self, conversation_id, user, text, admin)
+            self._plan_follow_ups(outcome)
+            if not self._commit(self._change, outcome):
+                outcome.launches, outcome.mails = [], []
             if self.store is None:
                 self._remember(self._change, outcome)
         finally:
@@ -185,12 +211,14 @@ class Daemon:
             if any(e.kind in DEFINITION_EVENTS for e in outcome.events):
                 change.definitions.add(outcome.run_name)
         changed = bool(outcome.events or change.new_runs or change.ended_runs or change.renamed
-                       or change.attachments or change.reactivated or change.saved)
+                       or change.attachments or change.reactivated or change.saved
+                       or change.modes)
         if outcome.events and outcome.run_name is not None:
             outcome.changed_runs.add(outcome.run_name)
         outcome.changed_runs.update(run.name for run in change.new_runs + change.ended_runs)
         outcome.changed_runs.update(change.renamed.values())
         outcome.changed_runs.update(change.reactivated)
+        outcome.changed_runs.update(change.modes)
         if self.store is None or (not changed and not outcome.refusals):
             return True
         if changed:
@@ -233,9 +261,7 @@ class Daemon:
         Reads the store between commands, in a worker thread; without a store, returns what
         this process remembers of the run.
         """
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self.command_lock:
             if self.store is None:
                 return list(self.recent.get(name, ()))[-limit:]
             return await asyncio.to_thread(self.store.history, name, (), limit)
@@ -249,7 +275,7 @@ class Daemon:
             try:
                 self.runs[record.name] = Run.restored(record.name, record.steps,
                                                       record.failed_step, self.clock,
-                                                      record.source)
+                                                      record.source, record.modes)
             except FlowError as exc:
                 log.error("stored run %d of flow %s is invalid and was not restored: %s",
                           record.run_id, record.name, exc)
@@ -257,18 +283,256 @@ class Daemon:
         log.info("restored %d active runs and %d attachments from %s", len(self.runs),
                  len(self.attachments), getattr(self.store, "path", "the store"))
 
-    async def _broadcast(self, origin: str, outcome: Outcome) -> None:
+    async def _broadcast(self, origin: str | None, outcome: Outcome) -> None:
         lines = event_lines(outcome.events) + outcome.notices
         if not lines:
             return
         for conversation_id in outcome.audience:
-            conversation = self.conversations.get(conversation_id)
-            if conversation is None or conversation_id == origin:
+            if conversation_id != origin:
+                await self.send_to(conversation_id, lines)
+
+    async def send_to(self, conversation_id: str, lines: list[str]) -> None:
+        """Send lines to one conversation; a failure is logged, never raised."""
+        conversation = self.conversations.get(conversation_id)
+        if conversation is None or not lines:
+            return
+        try:
+            await conversation.send(lines)
+        except Exception:
+            log.exception("sending %d lines to %s failed", len(lines), conversation_id)
+
+    async def announce(self, run_name: str, lines: list[str]) -> None:
+        """Send lines to every conversation attached to run `run_name`."""
+        for conversation_id in self.attached(run_name):
+            await self.send_to(conversation_id, lines)
+
+    # -- automation -------------------------------------------------------------------------
+
+    def start_automation(self) -> None:
+        """Start the tick: clocks, programs and idle prompts act from now on."""
+        self.automation.start()
+
+    def modes_changed(self, run: Run) -> None:
+        """Record that the modes of `run` changed, so the store keeps them."""
+        if self._change is not None:
+            self._change.modes.add(run.name)
+
+    def new_modes(self) -> Modes:
+        """Return the modes of a new run: automation off, idle prompts as configured."""
+        return Modes(idle_minutes=self.config.engine.idle_minutes)
+
+    def default_timeout(self) -> float:
+        return self.config.engine.command_timeout
+
+    def _plan_follow_ups(self, outcome: Outcome) -> None:
+        """Add the step commands, mail and notices that the events of `outcome` call for."""
+        run = self.runs.get(outcome.run_name or "")
+        if run is None or not outcome.events:
+            return
+        launches, notices = step_command_launches(
+            run, outcome.events, allow_exec=self.config.engine.allow_exec,
+            default_timeout=self.default_timeout(), status_url=run_url(self.baseurl, run.name))
+        outcome.launches.extend(launches)
+        mails, mail_notices = self._step_mails(run, outcome.events)
+        outcome.mails.extend(mails)
+        for line in notices + mail_notices:
+            outcome.lines.append(line)
+            outcome.notices.append(line)
+
+    def _step_mails(self, run: Run, events: list[Event]) -> tuple[list[object], list[str]]:
+        """Build the start and finish mail that `events` call for, or say why none is sent."""
+        mails: list[object] = []
+        notices: list[str] = []
+        for event in events:
+            kind: Literal["start", "finish"]
+            if event.kind is EventKind.STEP_STARTED:
+                kind = "start"
+            elif event.kind is EventKind.STEP_FINISHED and not run.reverting:
+                kind = "finish"
+            else:
                 continue
-            try:
-                await conversation.send(lines)
-            except Exception:
-                log.exception("sending %d lines to %s failed", len(lines), conversation_id)
+            step = run.steps.get(event.step or "")
+            if step is None:
+                continue
+            definition = step.definition
+            recipients = (definition.notify_at_start if kind == "start"
+                          else definition.notify_at_finish)
+            if not recipients:
+                continue
+            to = ", ".join(recipients)
+            if not run.modes.notifications:
+                notices.append(f"Notifications are off, so no {kind} mail for step {step.name} "
+                               f"went to {to} (say notificationProcessing on).")
+                continue
+            if self.config.smtp is None:
+                notices.append(f"No {kind} mail for step {step.name} went to {to}: the "
+                               "configuration has no smtp section.")
+                continue
+            mails.append(self._step_mail(run, step, kind, event.actor or "", recipients))
+        return mails, notices
+
+    def _step_mail(self, run: Run, step: RunStep, kind: Literal["start", "finish"], actor: str,
+                   recipients: tuple[str, ...]) -> object:
+        from thehat.mail import StepMail
+
+        definition = step.definition
+        return StepMail(kind=kind, flow=run.name, step=step.name,
+                        description=definition.description, owner=step.owner, actor=actor,
+                        url=definition.url, note=definition.note,
+                        status_url=run_url(self.baseurl, run.name), recipients=recipients)
+
+    async def tick(self) -> None:
+        """Let clocks and programs act and post idle prompts, for every run; then announce.
+
+        Runs the synchronous pass in a worker thread under the command lock.
+        """
+        async with self.command_lock:
+            outcomes = await asyncio.to_thread(self.tick_runs)
+        for outcome in outcomes:
+            self._mark_stale(outcome)
+            await self._broadcast(None, outcome)
+            self._start_follow_ups(outcome)
+
+    def tick_runs(self) -> list[Outcome]:
+        """Do one tick for every run synchronously; return what to announce for each."""
+        outcomes = []
+        for run in list(self.runs.values()):
+            outcome = self.automatic_pass(run)
+            if not outcome.events and not outcome.notices:
+                self._idle_prompt(run, outcome)
+            if outcome.notices:
+                outcome.audience = self.attached(run.name)
+                outcomes.append(outcome)
+        return outcomes
+
+    def plan_automatic(self, run: Run, forced: bool = False) -> PassResult:
+        """Let the clocks and programs of `run` act now; return what they did, uncommitted.
+
+        `forced` acts even when clock processing is off (the `tictoc` command).
+        """
+        return plan_pass(run, self.clock.now(), self.zone,
+                         allow_exec=self.config.engine.allow_exec,
+                         default_timeout=self.default_timeout(),
+                         running=self.automation.running_steps(run.name),
+                         reported=self.reported.setdefault(run.name, set()),
+                         status_url=run_url(self.baseurl, run.name), forced=forced)
+
+    def automatic_pass(self, run: Run) -> Outcome:
+        """Let the clocks and programs of `run` act, commit what they did, and return it.
+
+        The lines for the attached conversations, a `CLOCK ADVANCE` status block included,
+        are in `notices`; the caller announces them.
+        """
+        outcome = Outcome(run_name=run.name)
+        result = self.plan_automatic(run)
+        if not result.events:
+            outcome.notices.extend(result.notices)
+            return outcome
+        outcome.events = result.events
+        outcome.launches = result.launches
+        outcome.result = event_lines(result.events) + result.notices
+        self._plan_follow_ups(outcome)
+        outcome.notices = result.notices + outcome.notices
+        self._change = Change(self.clock.now(), "clock", None, "tick", "", "")
+        try:
+            committed = self._commit(self._change, outcome)
+        finally:
+            self._change = None
+        if not committed:
+            log.error("a clock pass of flow %s was undone: %s", run.name,
+                      " ".join(outcome.lines))
+            return Outcome(run_name=run.name, notices=outcome.lines)
+        outcome.notices.extend(self.status(run, "CLOCK ADVANCE"))
+        return outcome
+
+    def _idle_prompt(self, run: Run, outcome: Outcome) -> None:
+        """Post the status as `IDLE` when the run has waited `idle_minutes` with no status."""
+        minutes = run.modes.idle_minutes
+        if not minutes or not run.actionable() or not self.attached(run.name):
+            return
+        now = self.clock.now()
+        last = self.last_status.setdefault(run.name, now)
+        if (now - last).total_seconds() >= minutes * 60:
+            outcome.notices.extend(self.status(run, "IDLE"))
+
+    async def apply_program_result(self, launch: Launch, succeeded: bool, summary: str,
+                                   record: str) -> None:
+        """Finish, fail or revert a program's step by its exit status, then announce it."""
+        async with self.command_lock:
+            outcome = await asyncio.to_thread(self._apply_program_result, launch, succeeded,
+                                              summary, record)
+        self._mark_stale(outcome)
+        await self._broadcast(None, outcome)
+        self._start_follow_ups(outcome)
+
+    def _apply_program_result(self, launch: Launch, succeeded: bool, summary: str,
+                              record: str) -> Outcome:
+        assert launch.run_name is not None and launch.step is not None
+        assert launch.owner is not None
+        outcome = Outcome(run_name=launch.run_name)
+        outcome.audience = self.attached(launch.run_name)
+        run = self.runs.get(launch.run_name)
+        step = None if run is None else run.steps.get(launch.step)
+        lines = [summary]
+        action = None
+        if run is None or step is None or step.owner != launch.owner:
+            lines.append(f"Step {launch.step} is no longer owned by {launch.owner} in an "
+                         "active run, so the result was not applied.")
+        elif launch.kind == "program" and not run.reverting and \
+                step.state is StepState.IN_PROGRESS:
+            action = run.finish if succeeded else run.fail
+        elif launch.kind == "revertCommand" and step.state is StepState.REVERTING:
+            if succeeded:
+                action = run.revert
+            else:
+                lines.append(f"A person must revert step {launch.step}: gimme {launch.step}, "
+                             f"undo it, then reverted {launch.step}.")
+        else:
+            lines.append(f"Step {launch.step} is {step.state.display(run.reverting)} now, so "
+                         "the result was not applied.")
+        self._change = Change(self.clock.now(), launch.owner, None, launch.label, "", "")
+        try:
+            if action is not None:
+                assert run is not None
+                outcome.events = action(launch.step, launch.owner)
+                self._plan_follow_ups(outcome)
+            outcome.result = [record]
+            outcome.notices = lines + outcome.notices
+            if not outcome.events:
+                outcome.refusals = 1
+            committed = self._commit(self._change, outcome)
+        finally:
+            self._change = None
+        if not committed:
+            return Outcome(run_name=launch.run_name, audience=outcome.audience,
+                           notices=[summary, *outcome.lines])
+        if outcome.events and run is not None:
+            outcome.notices.extend(self.status(run, "(status)"))
+        return outcome
+
+    async def record(self, run_name: str | None, actor: str, command: str, verdict: str,
+                     result: str, conversation: str | None = None) -> None:
+        """Add an entry to the journal of `run_name` for work done outside a command."""
+        async with self.command_lock:
+            await asyncio.to_thread(self._record, run_name, actor, command, verdict, result,
+                                    conversation)
+
+    def _record(self, run_name: str | None, actor: str, command: str, verdict: str,
+                result: str, conversation: str | None) -> None:
+        change = Change(self.clock.now(), actor, conversation, command, verdict, result,
+                        run_name=run_name)
+        if self.store is None:
+            if run_name is not None:
+                entries = self.recent.setdefault(run_name, deque(maxlen=RECENT_ENTRIES))
+                entries.append(JournalEntry(
+                    entry_id=entries[-1].entry_id + 1 if entries else 1, run_id=None,
+                    flow=run_name, time=change.time, actor=actor, conversation=conversation,
+                    command=command, outcome=verdict, result=result))
+            return
+        try:
+            self.store.commit(change, self.runs)
+        except StoreError as exc:
+            log.error("recording %r of flow %s failed: %s", command, run_name, exc)
 
     async def open_file(self, conversation: Conversation, path: str, user: str) -> Reply:
         """Load a flow from a file path given on the command line and attach `conversation`.
@@ -277,9 +541,7 @@ class Daemon:
         name is active, the conversation joins it instead. Raises FlowError (file, line and
         cause of every problem) when the file does not load.
         """
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self.command_lock:
             outcome = await asyncio.to_thread(self._open_file, conversation.id, path, user)
         self._mark_stale(outcome)
         return Reply(outcome.lines, outcome.quit)
@@ -298,7 +560,8 @@ class Daemon:
                 header = "status"
             else:
                 flow = load_flow(path)
-                self.start_run(Run(name, flow, self.clock, str(Path(path).resolve())))
+                self.start_run(Run(name, flow, self.clock, str(Path(path).resolve()),
+                                  self.new_modes()))
                 self.attach(conversation_id, name)
                 log.info("%s loaded flow %s from %s (%d steps)", user, name, path, len(flow))
                 header = f"Loaded workflow '{name}', read {len(flow)} steps"
@@ -312,7 +575,8 @@ class Daemon:
         return outcome
 
     async def close(self) -> None:
-        """Stop rendering, close the store and release the data directory."""
+        """Stop the automation and rendering, close the store and release the directory."""
+        await self.automation.close()
         if self.renderer is not None:
             await self.renderer.close()
         if self.store is not None:
@@ -325,8 +589,10 @@ class Daemon:
     def status(self, run: Run | None, header: str, complete: bool = False) -> list[str]:
         """Build the status block; unless `complete`, list at most `wfengine.statusRows` steps."""
         limit = None if complete else self.config.engine.status_rows
-        return status_block(run, header, self.clock.now(), self.zone,
-                            self.baseurl, limit)
+        now = self.clock.now()
+        if run is not None:
+            self.last_status[run.name] = now
+        return status_block(run, header, now, self.zone, self.baseurl, limit)
 
     def start_run(self, run: Run) -> None:
         """Make `run` an active run, replacing (and ending) an active run of the same name."""
@@ -370,7 +636,7 @@ class Daemon:
             raise CommandError(f"Error loading flow {name}; nothing changed:\n{exc}") from exc
         replaced = current is not None
         others = self.attached(name)
-        self.start_run(Run(name, flow, self.clock, source))
+        self.start_run(Run(name, flow, self.clock, source, self.new_modes()))
         # The new run replaces the old one for every conversation that was attached to it.
         for conversation_id in [context.conversation_id, *others]:
             self.attach(conversation_id, name)
@@ -401,7 +667,7 @@ class Daemon:
                 raise CommandError(f"No run of flow {name!r} to restore (active runs: "
                                    f"{active}); load it to start a new run.")
             run = Run.restored(name, record.steps, record.failed_step, self.clock,
-                               record.source)
+                               record.source, record.modes)
             self.runs[name] = run
             if self._change is not None:
                 self._change.reactivated[name] = record.run_id
@@ -422,7 +688,7 @@ class Daemon:
         if path.exists():
             raise CommandError(f"Flow file {path} exists; load {name} to run it, or pick "
                                "another name so that save does not replace it.")
-        self.start_run(Run(name, Flow([]), self.clock))
+        self.start_run(Run(name, Flow([]), self.clock, modes=self.new_modes()))
         self.attach(context.conversation_id, name)
         context.outcome.run_name = name
         context.outcome.status_header = f"Created workflow '{name}'"

@@ -11,6 +11,8 @@ from urllib.parse import quote
 from datetime import datetime, tzinfo
 from typing import Final
 
+from thehat.clocks import PROGRAM_PREFIX, parse_clock_owner
+from thehat.clockwork import next_clock_time
 from thehat.engine import Run
 from thehat.events import Event, EventKind
 from thehat.model import StepState
@@ -30,6 +32,8 @@ PROPERTY_WORDS: Final = {
     "groups": "group",
     "gates": "gates",
     "name": "name",
+    "revert_command": "revertCommand",
+    "timeout": "timeout",
 }
 
 
@@ -73,6 +77,17 @@ def progress_line(run: Run) -> str:
     return f"Flow {run.name}: " + ", ".join(parts) + "."
 
 
+def run_url(baseurl: str | None, name: str) -> str | None:
+    """Return the address of a run's live status page, or None without a base address.
+
+    >>> run_url("http://ops:8808/", "db upgrade")
+    'http://ops:8808/flows/db%20upgrade/'
+    """
+    if not baseurl:
+        return None
+    return f"{baseurl.rstrip('/')}/flows/{quote(name, safe='')}/"
+
+
 def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | None = None,
                  baseurl: str | None = None, limit: int | None = None) -> list[str]:
     """Build the status block: header, progress, then the table of actionable steps.
@@ -83,7 +98,7 @@ def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | Non
         return ["No flow loaded or defined here; load one with load <flow> (ls lists them)."]
     lines = [f"TheHat {format_time(now, zone)}: {header}"]
     if baseurl:
-        lines.append(f"Live status: {baseurl.rstrip('/')}/flows/{quote(run.name, safe='')}/")
+        lines.append(f"Live status: {run_url(baseurl, run.name)}")
     if not run.steps:
         lines.append(f"Flow {run.name} has no steps yet; add some with addstep.")
         return lines
@@ -112,13 +127,35 @@ def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | Non
     if hidden:
         lines.append(f"... and {hidden} more steps need attention; say status to list them "
                      "all.")
+    lines.extend(_automation_lines(run, now, zone))
     return lines
+
+
+def _automation_lines(run: Run, now: datetime, zone: tzinfo | None) -> list[str]:
+    """Say when the next clock acts, or that clock processing is off while one waits."""
+    if run.reverting:
+        return []
+    automatic = [s for s in run.actionable() if s.owner is not None
+                 and (parse_clock_owner(s.owner, zone) is not None
+                      or s.owner.startswith(PROGRAM_PREFIX))]
+    if not automatic:
+        return []
+    if not run.modes.clocks:
+        return [f"Clock processing is off, so {automatic[0].owner} waits; say clockProcessing "
+                "on (or run) to let clocks and programs act."]
+    upcoming = next_clock_time(run, now, zone)
+    if upcoming is None:
+        return []
+    step, due = upcoming
+    return [f"Next clock: step {step.name} at {format_time(due, zone)}."]
 
 
 def _value_text(value: object) -> str:
     if value is None:
         return ""
-    if isinstance(value, tuple):
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
         return ", ".join(value)
     return str(value)
 
@@ -144,6 +181,9 @@ def _event_text(event: Event) -> list[str]:
         }[kind]
         return [f">>> {actor} changed state of step {step} to {target.value}"]
     if kind is EventKind.OWNER_CHANGED:
+        if detail.get("handoff"):
+            return [f"Handoff step '{step}' owner cleared by {actor}; claim it with gimme "
+                    f"{step}, do it and finish it."]
         new = detail.get("new")
         text = f"Owner of step {step} is now {new}" if new else f"Step {step} is now unassigned"
         if actor and actor != new:

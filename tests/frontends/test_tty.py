@@ -136,9 +136,10 @@ def record_commands(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> list[str
     received: list[str] = []
     handle = daemon.handle
 
-    async def recording_handle(conversation: Conversation, user: str, text: str) -> Reply:
+    async def recording_handle(conversation: Conversation, user: str, text: str,
+                               admin: bool = False) -> Reply:
         received.append(text)
-        return await handle(conversation, user, text)
+        return await handle(conversation, user, text, admin)
 
     monkeypatch.setattr(daemon, "handle", recording_handle)
     return received
@@ -424,7 +425,8 @@ async def test_unexpected_error_keeps_session(
         caplog: pytest.LogCaptureFixture) -> None:
     handle = daemon.handle
 
-    async def failing_handle(conversation: Conversation, user: str, text: str) -> Reply:
+    async def failing_handle(conversation: Conversation, user: str, text: str,
+                             admin: bool = False) -> Reply:
         if text == "boom":
             raise RuntimeError("simulated bug")
         return await handle(conversation, user, text)
@@ -448,7 +450,8 @@ async def test_unexpected_error_keeps_session(
 
 async def test_expected_error_message_shown(daemon: Daemon, config: Config,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    async def rejecting_handle(conversation: Conversation, user: str, text: str) -> Reply:
+    async def rejecting_handle(conversation: Conversation, user: str, text: str,
+                               admin: bool = False) -> Reply:
         raise CommandError("Step 'x' is gated")
 
     monkeypatch.setattr(daemon, "handle", rejecting_handle)

@@ -1,0 +1,394 @@
+"""What makes a flow run itself: the tick, program owners, step commands and step mail.
+
+`plan_pass` is the synchronous part of one tick for one run. It lets the clocks act
+(`thehat.clockwork`), starts the steps that programs own and asks for their commands to be
+launched, and says once why a program step cannot go on by itself. The daemon calls it under its
+command lock.
+
+`Automation` is the asynchronous part. It ticks every second, runs the commands that changes
+ask for (program owners, `revertCommand`, `startCommand`, `finishCommand`, `exec`) as
+subprocesses off the event loop, relays their output to the conversations at a limited rate,
+applies a program's exit status to its step, and sends step mail in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from thehat.clocks import program_command
+from thehat.clockwork import advance_clocks
+from thehat.engine import Run, RunStep
+from thehat.events import Event, EventKind
+from thehat.model import StepState
+
+if TYPE_CHECKING:
+    from thehat.daemon import Daemon
+    from thehat.processes import CommandResult
+
+log = logging.getLogger(__name__)
+
+# The interval between two ticks, in seconds.
+TICK_SECONDS: Final = 1.0
+# Seconds the daemon waits for running commands to be killed when it closes.
+CLOSE_GRACE: Final = 10.0
+# Names of the values a step's commands receive, in the environment.
+STATE_WORDS: Final = {
+    StepState.PENDING: "pending",
+    StepState.IN_PROGRESS: "in_progress",
+    StepState.FINISHED: "finished",
+    StepState.REVERTING: "reverting",
+    StepState.REVERTED: "reverted",
+    StepState.FAILED: "failed",
+}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A command to run on the host once the change that asked for it is committed.
+
+    `kind` is `program`, `revertCommand`, `startCommand`, `finishCommand` or `exec`. `owner`
+    is the program owner whose step the result applies to (program and revertCommand only).
+    `origin` is the conversation that receives the output of `exec`; step commands report to
+    every conversation attached to the run.
+    """
+
+    kind: str
+    run_name: str | None
+    step: str | None
+    command_line: str
+    context: dict[str, str]
+    timeout: float
+    owner: str | None = None
+    origin: str | None = None
+    actor: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "exec":
+            return "exec"
+        if self.kind == "program":
+            return f"program of step {self.step}"
+        return f"{self.kind} of step {self.step}"
+
+
+@dataclass
+class PassResult:
+    """What one pass over a run did: events, commands to launch and lines to announce."""
+
+    events: list[Event] = field(default_factory=list)
+    launches: list[Launch] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+
+def step_context(run: Run, step: RunStep, actor: str, event: str,
+                 status_url: str | None) -> dict[str, str]:
+    """Return the environment variables that describe `step` to its commands.
+
+    Values reach the command only this way, never inside its command line.
+    """
+    definition = step.definition
+    return {
+        "THEHAT_FLOW": run.name,
+        "THEHAT_STEP": step.name,
+        "THEHAT_USER": actor,
+        "THEHAT_STATE": STATE_WORDS[step.state],
+        "THEHAT_EVENT": event,
+        "THEHAT_URL": definition.url or "",
+        "THEHAT_DESCRIPTION": definition.description or "",
+        "THEHAT_NOTE": definition.note or "",
+        "THEHAT_OWNER": step.owner or "",
+        "THEHAT_STATUS_URL": status_url or "",
+    }
+
+
+def plan_pass(run: Run, now: datetime, zone: tzinfo | None, *, allow_exec: bool,
+              default_timeout: float, running: Collection[str], reported: set[tuple[str, str]],
+              status_url: str | None = None, forced: bool = False) -> PassResult:
+    """Let the automatic owners of `run` act at time `now`.
+
+    Acts only when the run's clock processing is on, or when `forced` (the `tictoc` command).
+    `running` names the steps whose program or revertCommand is running now. `reported`
+    remembers (step, reason) pairs already announced, so that a step that cannot go on says
+    so once, not every second.
+    """
+    result = PassResult()
+    if not (run.modes.clocks or forced):
+        return result
+    result.events.extend(advance_clocks(run, now, zone))
+    for step in run.actionable():
+        command = program_command(step.owner)
+        if command is None or step.name in running:
+            continue
+        assert step.owner is not None
+        if run.reverting:
+            _plan_revert(run, step, step.owner, result, allow_exec, default_timeout, reported,
+                         status_url)
+        elif step.state is StepState.PENDING:
+            if not allow_exec:
+                _notice_once(result, reported, step.name, "no exec",
+                             f"Step {step.name} is owned by {step.owner}, but programs may not "
+                             "run: wfengine.allowExec is false. Set it to true, or give the "
+                             "step to a person.")
+                continue
+            result.events.extend(run.start(step.name, step.owner))
+            result.launches.append(_step_launch(run, step, "program", command, step.owner,
+                                                default_timeout, status_url))
+        else:
+            _notice_once(result, reported, step.name, "orphan",
+                         f"Step {step.name} was in progress under {step.owner} when thehat "
+                         f"stopped, so its result is unknown. Check it, then take it (gimme "
+                         f"{step.name}) and finish or fail it.")
+    return result
+
+
+def _plan_revert(run: Run, step: RunStep, owner: str, result: PassResult, allow_exec: bool,
+                 default_timeout: float, reported: set[tuple[str, str]],
+                 status_url: str | None) -> None:
+    """Start the revertCommand of a program step that is due for reversion, or say why not."""
+    revert = step.definition.revert_command
+    if revert is None:
+        _notice_once(result, reported, step.name, "no revert",
+                     f"Step {step.name} is owned by {owner} and has no revertCommand; a person "
+                     f"must revert it: gimme {step.name}, undo it, then reverted {step.name}.")
+        return
+    if not allow_exec:
+        _notice_once(result, reported, step.name, "no exec revert",
+                     f"The revertCommand of step {step.name} may not run: wfengine.allowExec "
+                     f"is false. A person must revert it: gimme {step.name}, then reverted "
+                     f"{step.name}.")
+        return
+    if step.state is StepState.REVERTING:
+        _notice_once(result, reported, step.name, "orphan revert",
+                     f"The revertCommand of step {step.name} was running when thehat stopped, "
+                     f"so its result is unknown. Check it, then take the step (gimme "
+                     f"{step.name}) and say reverted {step.name}.")
+        return
+    result.events.extend(run.mark_reverting(step.name, owner))
+    result.launches.append(_step_launch(run, step, "revertCommand", revert, owner,
+                                        default_timeout, status_url))
+
+
+def _step_launch(run: Run, step: RunStep, kind: str, command: str, owner: str | None,
+                 default_timeout: float, status_url: str | None, actor: str | None = None
+                 ) -> Launch:
+    event = {"program": "program", "revertCommand": "revert", "startCommand": "start",
+             "finishCommand": "finish"}[kind]
+    who = actor or owner or ""
+    return Launch(kind, run.name, step.name, command,
+                  step_context(run, step, who, event, status_url),
+                  step.definition.timeout or default_timeout, owner=owner, actor=who)
+
+
+def _notice_once(result: PassResult, reported: set[tuple[str, str]], step: str, reason: str,
+                 line: str) -> None:
+    if (step, reason) not in reported:
+        reported.add((step, reason))
+        result.notices.append(line)
+
+
+def step_command_launches(run: Run, events: list[Event], *, allow_exec: bool,
+                          default_timeout: float, status_url: str | None
+                          ) -> tuple[list[Launch], list[str]]:
+    """Return the startCommand and finishCommand launches that `events` call for.
+
+    Without `allow_exec` nothing runs, and a line says which command was skipped.
+    """
+    launches: list[Launch] = []
+    notices: list[str] = []
+    for event in events:
+        if event.kind is EventKind.STEP_STARTED:
+            kind = "startCommand"
+        elif event.kind is EventKind.STEP_FINISHED:
+            kind = "finishCommand"
+        else:
+            continue
+        step = run.steps.get(event.step or "")
+        if step is None:
+            continue
+        command = (step.definition.start_command if kind == "startCommand"
+                   else step.definition.finish_command)
+        if not command:
+            continue
+        if not allow_exec:
+            notices.append(f"The {kind} of step {step.name} was not run: wfengine.allowExec "
+                           "is false.")
+            continue
+        launches.append(_step_launch(run, step, kind, command, step.owner, default_timeout,
+                                     status_url, actor=event.actor))
+    return launches, notices
+
+
+class Automation:
+    """The daemon's background work: the tick and the commands and mail that changes cause."""
+
+    def __init__(self, daemon: Daemon, tick_seconds: float = TICK_SECONDS) -> None:
+        self.daemon = daemon
+        self.tick_seconds = tick_seconds
+        # (run name, step name) -> the task running that step's program or revertCommand.
+        self.programs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._last_mail: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start ticking every `tick_seconds`."""
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_forever(), name="thehat tick")
+
+    def running_steps(self, run_name: str) -> set[str]:
+        return {step for name, step in self.programs if name == run_name}
+
+    async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            try:
+                await self.daemon.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("tick failed; trying again at the next one")
+            next_tick += self.tick_seconds
+            # After a long stall (a suspended machine), tick once and go on from now.
+            next_tick = max(next_tick, loop.time())
+            await asyncio.sleep(next_tick - loop.time())
+
+    def launch(self, launches: list[Launch]) -> None:
+        """Start the commands the committed change asked for, each in its own task."""
+        for launch in launches:
+            task = asyncio.create_task(self._run(launch), name=launch.label)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            if launch.kind in ("program", "revertCommand"):
+                assert launch.run_name is not None and launch.step is not None
+                key = (launch.run_name, launch.step)
+                self.programs[key] = task
+                task.add_done_callback(functools.partial(self._forget, key))
+
+    def _forget(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self.programs.get(key) is task:
+            del self.programs[key]
+
+    def stop_programs(self, run_name: str) -> list[str]:
+        """Kill the programs of `run_name` (not its revertCommands); return their steps."""
+        stopped = []
+        for (name, step), task in list(self.programs.items()):
+            if name == run_name and task.get_name().startswith("program of"):
+                task.cancel()
+                stopped.append(step)
+        return stopped
+
+    def send_mail(self, run_name: str, mails: list[object]) -> None:
+        """Send step mail in the background, in order; failures are announced and recorded."""
+        for mail in mails:
+            task = asyncio.create_task(self._mail(run_name, mail, self._last_mail),
+                                       name="step mail")
+            self._last_mail = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _mail(self, run_name: str, mail: object,
+                    previous: asyncio.Task[None] | None) -> None:
+        from thehat.mail import MailError, StepMail, send_step_mail
+
+        if previous is not None:
+            # One message at a time, so a step's start mail arrives before its finish mail.
+            await asyncio.wait([previous])
+
+        assert isinstance(mail, StepMail)
+        settings = self.daemon.config.smtp
+        assert settings is not None
+        what = f"{mail.kind} mail for step {mail.step} to {', '.join(mail.recipients)}"
+        try:
+            await send_step_mail(settings, mail)
+        except MailError as exc:
+            log.warning("%s of flow %s failed: %s", what, run_name, exc)
+            await self.daemon.announce(run_name, [f"Sending the {what} failed: {exc}"])
+            await self.daemon.record(run_name, "mail", f"send {what}", "failed", str(exc))
+            return
+        except Exception:
+            log.exception("%s of flow %s failed", what, run_name)
+            await self.daemon.announce(run_name, [f"Sending the {what} failed; the error "
+                                                  "was logged."])
+            return
+        await self.daemon.record(run_name, "mail", f"send {what}", "accepted", "sent")
+
+    async def _run(self, launch: Launch) -> None:
+        from thehat.processes import CommandSpec, run_command
+
+        prefix = "" if launch.kind == "exec" else f"[{launch.step}] "
+
+        async def relay(lines: list[str]) -> None:
+            await self._deliver(launch, [prefix + line for line in lines])
+
+        spec = CommandSpec(launch.command_line, launch.context, launch.timeout,
+                           self._directory(), label=launch.label)
+        if launch.kind != "exec":
+            await self._deliver(launch, [f"Running the {launch.label} (timeout "
+                                         f"{launch.timeout:g} s)."])
+        result = await run_command(spec, relay)
+        await self._finished(launch, result)
+
+    def _directory(self) -> Path | None:
+        """Return the data directory, where commands run, or None if it does not exist."""
+        root = self.daemon.datadir.root
+        return root if root.is_dir() else None
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no command or mail task is left; return False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(list(self._tasks), timeout=remaining)
+        return True
+
+    async def _deliver(self, launch: Launch, lines: list[str]) -> None:
+        if launch.origin is not None:
+            await self.daemon.send_to(launch.origin, lines)
+        elif launch.run_name is not None:
+            await self.daemon.announce(launch.run_name, lines)
+
+    async def _finished(self, launch: Launch, result: CommandResult) -> None:
+        summary = f"The {launch.label} {result.summary()}."
+        record = "\n".join([summary, *result.tail])
+        verdict = "accepted" if result.succeeded() else "failed"
+        if launch.kind in ("program", "revertCommand"):
+            assert launch.run_name is not None and launch.step is not None
+            assert launch.owner is not None
+            await self.daemon.apply_program_result(launch, result.succeeded(), summary, record)
+            return
+        await self._deliver(launch, [summary])
+        await self.daemon.record(launch.run_name, launch.actor or "exec",
+                                 f"{launch.kind} {launch.command_line}"
+                                 if launch.kind == "exec" else f"{launch.label}",
+                                 verdict, record, conversation=launch.origin)
+
+    async def close(self) -> None:
+        """Stop ticking and kill running commands; pending mail gets CLOSE_GRACE seconds."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            if task.get_name() != "step mail":
+                task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_GRACE)
+            for task in pending:
+                log.warning("%s did not end within %.0f s; leaving it", task.get_name(),
+                            CLOSE_GRACE)
+                task.cancel()
+
