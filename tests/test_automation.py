@@ -754,3 +754,34 @@ def test_config_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="commandTimeout is 'soon'"):
         parse_config({"wfengine": {"commandTimeout": "soon"}})
     assert dataclasses.replace(config.engine).command_timeout == 90
+
+
+async def test_unload_stops_running_program(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, '- step: long\n  owner: "program:sleep 60"\n', allow_exec=True)
+    await bot.start()
+    await bot.say("clockProcessing on")
+    await bot.daemon.tick()
+
+    await bot.say("unload")
+    await bot.settle()
+
+    assert bot.daemon.automation.running_steps("auto") == set()
+    assert "Stopped the program of step long" in bot.heard()
+
+
+async def test_reload_stops_and_restarts_program(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, '- step: long\n  owner: "program:sleep 60"\n', allow_exec=True)
+    await bot.start()
+    await bot.say("clockProcessing on")
+    await bot.daemon.tick()
+    first = bot.daemon.automation.programs[("auto", "long")]
+
+    await bot.say("reload")
+    await bot.say("clockProcessing on")
+    await bot.daemon.tick()
+
+    assert first.cancelled()
+    assert bot.state("long") is StepState.IN_PROGRESS
+    assert bot.daemon.automation.programs[("auto", "long")] is not first
+    await bot.say("unload")
+    await bot.settle()

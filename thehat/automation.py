@@ -1,14 +1,14 @@
 """What makes a flow run itself: the tick, program owners, step commands and step mail.
 
 `plan_pass` is the synchronous part of one tick for one run. It lets the clocks act
-(`thehat.clockwork`), starts the steps that programs own and asks for their commands to be
-launched, and says once why a program step cannot go on by itself. The daemon calls it under its
+(`thehat.clockwork`), starts the steps that programs own and returns the commands to launch.
+When a program step cannot go on by itself, it reports why, once. The daemon calls it under its
 command lock.
 
-`Automation` is the asynchronous part. It ticks every second, runs the commands that changes
-ask for (program owners, `revertCommand`, `startCommand`, `finishCommand`, `exec`) as
-subprocesses off the event loop, relays their output to the conversations at a limited rate,
-applies a program's exit status to its step, and sends step mail in a worker thread.
+`Automation` is the asynchronous part. It ticks every second and runs the commands that changes
+request (program owners, `revertCommand`, `startCommand`, `finishCommand`, `exec`) as
+subprocesses off the event loop. It relays their output to the conversations at a limited rate
+and applies a program's exit status to its step. Step mail is sent in a worker thread.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Launch:
 
 @dataclass
 class PassResult:
-    """What one pass over a run did: events, commands to launch and lines to announce."""
+    """The result of one pass over a run: events, commands to launch and lines to announce."""
 
     events: list[Event] = field(default_factory=list)
     launches: list[Launch] = field(default_factory=list)
@@ -116,8 +116,8 @@ def plan_pass(run: Run, now: datetime, zone: tzinfo | None, *, allow_exec: bool,
 
     Acts only when the run's clock processing is on, or when `forced` (the `tictoc` command).
     `running` names the steps whose program or revertCommand is running now. `reported`
-    remembers (step, reason) pairs already announced, so that a step that cannot go on says
-    so once, not every second.
+    contains the (step, reason) pairs already announced, so that a step that cannot go on is
+    reported once, not every second.
     """
     result = PassResult()
     if not (run.modes.clocks or forced):
@@ -152,7 +152,7 @@ def plan_pass(run: Run, now: datetime, zone: tzinfo | None, *, allow_exec: bool,
 def _plan_revert(run: Run, step: RunStep, owner: str, result: PassResult, allow_exec: bool,
                  default_timeout: float, reported: set[tuple[str, str]],
                  status_url: str | None) -> None:
-    """Start the revertCommand of a program step that is due for reversion, or say why not."""
+    """Start the revertCommand of a program step that is due for reversion, or report why not."""
     revert = step.definition.revert_command
     if revert is None:
         _notice_once(result, reported, step.name, "no revert",
@@ -181,10 +181,10 @@ def _step_launch(run: Run, step: RunStep, kind: str, command: str, owner: str | 
                  ) -> Launch:
     event = {"program": "program", "revertCommand": "revert", "startCommand": "start",
              "finishCommand": "finish"}[kind]
-    who = actor or owner or ""
+    acting = actor or owner or ""
     return Launch(kind, run.name, step.name, command,
-                  step_context(run, step, who, event, status_url),
-                  step.definition.timeout or default_timeout, owner=owner, actor=who)
+                  step_context(run, step, acting, event, status_url),
+                  step.definition.timeout or default_timeout, owner=owner, actor=acting)
 
 
 def _notice_once(result: PassResult, reported: set[tuple[str, str]], step: str, reason: str,
@@ -199,7 +199,7 @@ def step_command_launches(run: Run, events: list[Event], *, allow_exec: bool,
                           ) -> tuple[list[Launch], list[str]]:
     """Return the startCommand and finishCommand launches that `events` call for.
 
-    Without `allow_exec` nothing runs, and a line says which command was skipped.
+    Without `allow_exec` nothing runs, and a notice names each command that was skipped.
     """
     launches: list[Launch] = []
     notices: list[str] = []
@@ -262,7 +262,7 @@ class Automation:
             await asyncio.sleep(next_tick - loop.time())
 
     def launch(self, launches: list[Launch]) -> None:
-        """Start the commands the committed change asked for, each in its own task."""
+        """Start the commands that the committed change requested, each in its own task."""
         for launch in launches:
             task = asyncio.create_task(self._run(launch), name=launch.label)
             self._tasks.add(task)
@@ -277,11 +277,18 @@ class Automation:
         if self.programs.get(key) is task:
             del self.programs[key]
 
-    def stop_programs(self, run_name: str) -> list[str]:
-        """Kill the programs of `run_name` (not its revertCommands); return their steps."""
+    def stop_programs(self, run_name: str, reverts: bool = False) -> list[str]:
+        """Kill the programs of `run_name`, and with `reverts` its revertCommands too.
+
+        Returns the names of their steps.
+        """
         stopped = []
+        current = asyncio.current_task()
         for (name, step), task in list(self.programs.items()):
-            if name == run_name and task.get_name().startswith("program of"):
+            # The task that applies a program's own failure must not cancel itself.
+            if task is current:
+                continue
+            if name == run_name and (reverts or task.get_name().startswith("program of")):
                 task.cancel()
                 stopped.append(step)
         return stopped
@@ -306,20 +313,20 @@ class Automation:
         assert isinstance(mail, StepMail)
         settings = self.daemon.config.smtp
         assert settings is not None
-        what = f"{mail.kind} mail for step {mail.step} to {', '.join(mail.recipients)}"
+        mail_text = f"{mail.kind} mail for step {mail.step} to {', '.join(mail.recipients)}"
         try:
             await send_step_mail(settings, mail)
         except MailError as exc:
-            log.warning("%s of flow %s failed: %s", what, run_name, exc)
-            await self.daemon.announce(run_name, [f"Sending the {what} failed: {exc}"])
-            await self.daemon.record(run_name, "mail", f"send {what}", "failed", str(exc))
+            log.warning("%s of flow %s failed: %s", mail_text, run_name, exc)
+            await self.daemon.announce(run_name, [f"Sending the {mail_text} failed: {exc}"])
+            await self.daemon.record(run_name, "mail", f"send {mail_text}", "failed", str(exc))
             return
         except Exception:
-            log.exception("%s of flow %s failed", what, run_name)
-            await self.daemon.announce(run_name, [f"Sending the {what} failed; the error "
+            log.exception("%s of flow %s failed", mail_text, run_name)
+            await self.daemon.announce(run_name, [f"Sending the {mail_text} failed; the error "
                                                   "was logged."])
             return
-        await self.daemon.record(run_name, "mail", f"send {what}", "accepted", "sent")
+        await self.daemon.record(run_name, "mail", f"send {mail_text}", "accepted", "sent")
 
     async def _run(self, launch: Launch) -> None:
         from thehat.processes import CommandSpec, run_command

@@ -12,8 +12,8 @@ A stopwatch ignores the date and runs for the duration that its time part gives
 (`clock-stopwatch:0/0/0@0:0:30` is 30 seconds, as is `clock-stopwatch:PT30S`), starting as soon
 as the step is ungated.
 
-Every other owner that starts with `clock-` is invalid: `clock_problem` says why, and flows and
-`set_owner` reject it. Unlike the original, a malformed time such as `12/5/2026@2:00` (no
+Every other owner that starts with `clock-` is invalid: `clock_problem` returns why, and
+flows and `set_owner` reject it. Unlike the original, a malformed time such as `12/5/2026@2:00` (no
 seconds) is rejected instead of firing at once. The prefix is case-sensitive, so
 `Clock-alarm:...` is a person's name.
 

@@ -16,7 +16,8 @@ What each clock does once the step is ready and its time has come (see `thehat.c
 - stopwatch: starts as soon as the step is ready and finishes after its duration.
 
 A clock without a time (`0/0/0@0:0:0`) takes the latest clock time of the unfinished
-clock-owned steps it waits for; once it is ready they have all finished, so it acts at once.
+clock-owned steps it waits for. Once its step is ready, they have all finished, so it acts at
+once.
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ class Outcome:
     # Host commands and step mail to start once the change is committed.
     launches: list[Launch] = field(default_factory=list)
     mails: list[object] = field(default_factory=list)
+    # Runs that ended or started over, whose running programs must stop.
+    stopped_runs: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -521,6 +523,7 @@ def reload(context: Context) -> None:
 def unload(context: Context) -> None:
     run = context.require_run()
     context.daemon.unload(run.name)
+    context.outcome.stopped_runs.add(run.name)
     context.reply(f"Unloaded flow {run.name}; all steps, states and modes cleared.")
     context.notice(f"{context.user} unloaded flow {run.name}; load a flow to continue.")
 

@@ -143,21 +143,30 @@ class Daemon:
 
         `admin` tells whether the frontend found `user` in `wfengine.admins`. Blocking work
         (flow files, the store) runs in a worker thread; the lock keeps commands in order.
-        Commands the change asks for start after the reply is built.
+        Commands that the change requests start after the reply is built.
         """
         async with self.command_lock:
             outcome = await asyncio.to_thread(self.execute, conversation.id, user, text, admin)
         self._mark_stale(outcome)
         await self._broadcast(conversation.id, outcome)
-        self._start_follow_ups(outcome)
+        await self._start_follow_ups(outcome)
         return Reply(outcome.lines, outcome.quit)
 
-    def _start_follow_ups(self, outcome: Outcome) -> None:
+    async def _start_follow_ups(self, outcome: Outcome) -> None:
+        """Stop the programs of runs that revert or ended, then start what `outcome` requests."""
+        stopping = dict.fromkeys(outcome.stopped_runs, True)
         if outcome.run_name is not None and any(
                 e.kind is EventKind.REVERSION_STARTED for e in outcome.events):
-            for step in self.automation.stop_programs(outcome.run_name):
-                log.info("stopped the program of step %s of flow %s: the flow reverts", step,
-                         outcome.run_name)
+            stopping.setdefault(outcome.run_name, False)
+        for name, ended in sorted(stopping.items()):
+            steps = self.automation.stop_programs(name, reverts=ended)
+            if steps:
+                log.info("stopped the programs of steps %s of flow %s", ", ".join(steps), name)
+                lines = [f"Stopped the program of step {step}; its result will not be "
+                         "applied." for step in steps]
+                # An unloaded run has no attached conversations left, so tell its last ones.
+                for conversation_id in dict.fromkeys([*self.attached(name), *outcome.audience]):
+                    await self.send_to(conversation_id, lines)
         self.automation.launch(outcome.launches)
         if outcome.run_name is not None and outcome.mails:
             self.automation.send_mail(outcome.run_name, list(outcome.mails))
@@ -340,7 +349,7 @@ class Daemon:
             outcome.notices.append(line)
 
     def _step_mails(self, run: Run, events: list[Event]) -> tuple[list[object], list[str]]:
-        """Build the start and finish mail that `events` call for, or say why none is sent."""
+        """Build the start and finish mail that `events` call for, or a notice why none is sent."""
         mails: list[object] = []
         notices: list[str] = []
         for event in events:
@@ -391,7 +400,7 @@ class Daemon:
         for outcome in outcomes:
             self._mark_stale(outcome)
             await self._broadcast(None, outcome)
-            self._start_follow_ups(outcome)
+            await self._start_follow_ups(outcome)
 
     def tick_runs(self) -> list[Outcome]:
         """Do one tick for every run synchronously; return what to announce for each."""
@@ -448,7 +457,7 @@ class Daemon:
     def _idle_prompt(self, run: Run, outcome: Outcome) -> None:
         """Post the status as `IDLE` when the run has waited `idle_minutes` with no status."""
         minutes = run.modes.idle_minutes
-        if not minutes or not run.actionable() or not self.attached(run.name):
+        if not minutes or not run.steps or run.ended or not self.attached(run.name):
             return
         now = self.clock.now()
         last = self.last_status.setdefault(run.name, now)
@@ -463,7 +472,7 @@ class Daemon:
                                               summary, record)
         self._mark_stale(outcome)
         await self._broadcast(None, outcome)
-        self._start_follow_ups(outcome)
+        await self._start_follow_ups(outcome)
 
     def _apply_program_result(self, launch: Launch, succeeded: bool, summary: str,
                               record: str) -> Outcome:
@@ -635,6 +644,8 @@ class Daemon:
         except FlowError as exc:
             raise CommandError(f"Error loading flow {name}; nothing changed:\n{exc}") from exc
         replaced = current is not None
+        if replaced:
+            context.outcome.stopped_runs.add(name)
         others = self.attached(name)
         self.start_run(Run(name, flow, self.clock, source, self.new_modes()))
         # The new run replaces the old one for every conversation that was attached to it.
