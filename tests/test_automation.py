@@ -785,3 +785,25 @@ async def test_reload_stops_and_restarts_program(tmp_path: Path) -> None:
     assert bot.daemon.automation.programs[("auto", "long")] is not first
     await bot.say("unload")
     await bot.settle()
+
+
+async def test_program_output_tail_in_history(tmp_path: Path) -> None:
+    flow = '- step: check\n  owner: "program:for i in $(seq 1 30); do echo line $i; done"\n'
+    bot = Bot(tmp_path, flow, allow_exec=True, store=True)
+    try:
+        await bot.start()
+        await bot.say("clockProcessing on")
+        await bot.daemon.tick()
+        await bot.settle()
+
+        assert bot.daemon.store is not None
+        entry = bot.daemon.store.history("auto")[-1]
+        result = entry.result.splitlines()
+
+        assert entry.actor == 'program:for i in $(seq 1 30); do echo line $i; done'
+        assert entry.command == "program of step check"
+        assert result[0] == "The program of step check exited with status 0."
+        assert result[1:] == [f"line {i}" for i in range(11, 31)]
+        assert [e["kind"] for e in entry.events] == ["step_finished", "flow_ended"]
+    finally:
+        await bot.daemon.close()
