@@ -461,13 +461,15 @@ async def test_reversion_stops_running_program(tmp_path: Path) -> None:
     await bot.start()
     await bot.say("clockProcessing on")
     await bot.daemon.tick()
-    assert bot.daemon.automation.running_steps("auto") == {"long"}
+    run = bot.daemon.runs["auto"]
+    assert bot.daemon.automation.running_steps(run) == {"long"}
 
     await bot.say("fail other")
     await bot.settle()
 
-    assert bot.daemon.automation.running_steps("auto") == set()
+    assert bot.daemon.automation.running_steps(run) == set()
     assert bot.state("long") is StepState.IN_PROGRESS
+    assert "Stopped the program of step long; its result will not be applied." in bot.heard()
 
 
 async def test_program_owner_needs_admin(tmp_path: Path) -> None:
@@ -765,7 +767,7 @@ async def test_unload_stops_running_program(tmp_path: Path) -> None:
     await bot.say("unload")
     await bot.settle()
 
-    assert bot.daemon.automation.running_steps("auto") == set()
+    assert bot.daemon.automation.programs == {}
     assert "Stopped the program of step long" in bot.heard()
 
 
@@ -774,15 +776,16 @@ async def test_reload_stops_and_restarts_program(tmp_path: Path) -> None:
     await bot.start()
     await bot.say("clockProcessing on")
     await bot.daemon.tick()
-    first = bot.daemon.automation.programs[("auto", "long")]
+    (first,) = bot.daemon.automation.programs
 
     await bot.say("reload")
     await bot.say("clockProcessing on")
     await bot.daemon.tick()
+    (second,) = bot.daemon.automation.programs
 
     assert first.cancelled()
     assert bot.state("long") is StepState.IN_PROGRESS
-    assert bot.daemon.automation.programs[("auto", "long")] is not first
+    assert second is not first
     await bot.say("unload")
     await bot.settle()
 
@@ -807,3 +810,137 @@ async def test_program_output_tail_in_history(tmp_path: Path) -> None:
         assert [e["kind"] for e in entry.events] == ["step_finished", "flow_ended"]
     finally:
         await bot.daemon.close()
+
+
+async def test_renamed_program_step_gets_result(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, '- step: a\n  owner: "program:sleep 0.5"\n', allow_exec=True)
+    await bot.start()
+    await bot.say("clockProcessing on")
+    await bot.daemon.tick()
+
+    await bot.say("set a name y")
+    await bot.daemon.tick()
+    await bot.settle()
+    await bot.daemon.tick()
+
+    assert "no program runs for it" not in bot.heard()
+    assert bot.state("y") is StepState.FINISHED
+
+
+async def test_owner_change_during_program(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, '- step: a\n  owner: "program:sleep 0.5"\n', allow_exec=True)
+    await bot.start()
+    await bot.say("clockProcessing on")
+    await bot.daemon.tick()
+
+    await bot.say("giveto bob a")
+    await bot.settle()
+
+    assert "Step a is now owned by bob, so the result was not applied." in bot.heard()
+    assert bot.state("a") is StepState.IN_PROGRESS
+
+
+async def test_bad_command_text_fails_step(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, '- step: a\n  owner: "program:true"\n', allow_exec=True)
+    await bot.start()
+    await bot.say("clockProcessing on")
+    run = bot.daemon.runs["auto"]
+    # Values like this cannot come from a flow file; an older store could hold one.
+    run.steps["a"].owner = "program:echo a\x00b"
+
+    await bot.daemon.tick()
+    await bot.settle()
+
+    assert bot.state("a") is StepState.FAILED
+    assert "could not start" in bot.heard()
+
+
+async def test_wait_without_clock_successor_noticed(tmp_path: Path) -> None:
+    flow = ("- step: w\n  owner: clock-wait:0/0/0@0:0:0\n"
+            "- step: manual\n  owner: bob\n  gates: [w]\n")
+    bot = Bot(tmp_path, flow)
+    await bot.start()
+    await bot.say("clockProcessing on")
+
+    await bot.daemon.tick()
+    await bot.daemon.tick()
+
+    assert bot.state("w") is StepState.IN_PROGRESS
+    assert bot.heard().count("it never finishes by itself") == 1
+
+
+async def test_large_clock_pass_shortened(tmp_path: Path) -> None:
+    steps = ["- step: s0\n  owner: clock-alarm:0/0/0@0:0:0\n"]
+    steps += [f"- step: s{i}\n  owner: clock-alarm:0/0/0@0:0:0\n  gates: [s{i - 1}]\n"
+              for i in range(1, 100)]
+    bot = Bot(tmp_path, "".join(steps), store=True)
+    try:
+        await bot.start()
+        await bot.say("clockProcessing on")
+        bot.watch.received.clear()
+
+        await bot.daemon.tick()
+        changes = [line for line in bot.watch.received if line.startswith(">>> ")]
+
+        assert bot.daemon.runs["auto"].ended
+        assert len(changes) <= 60
+        assert any("more lines of clock changes; history lists them all" in line
+                   for line in bot.watch.received)
+        assert bot.daemon.store is not None
+        entry = bot.daemon.store.history("auto")[-1]
+        assert entry.result.count("changed state of step") == 200
+    finally:
+        await bot.daemon.close()
+
+
+async def test_idleprompt_rejects_superscript(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, "- step: a\n")
+    await bot.start()
+
+    reply = await bot.say("idleprompt ³")
+
+    assert "Internal error" not in reply
+    assert "idleprompt takes whole minutes" in reply
+
+
+async def test_duplicate_recipients_get_one_mail(tmp_path: Path,
+                                                 smtp_server: StartServer) -> None:
+    server = smtp_server()
+    flow = "- step: a\n  owner: alice\n  notifyAtStart: ok@example.com, OK@example.com\n"
+    bot = Bot(tmp_path, flow, smtp=smtp_for(server))
+    await bot.start()
+    await bot.say("notificationProcessing on")
+
+    await bot.say("start a")
+    await bot.settle()
+
+    assert server.handler.envelopes[0].rcpt_tos == ["ok@example.com"]
+
+
+async def test_stored_run_with_old_owner_restored(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    bot = Bot(tmp_path, "- step: a\n  owner: alice\n- step: b\n  owner: bob\n  gates: [a]\n",
+              store=True, idle_minutes=9)
+    await bot.start()
+    await bot.say("start a")
+    await bot.daemon.close()
+    with sqlite3.connect(bot.datadir / "thehat.db") as db:
+        (definition,) = db.execute("SELECT definition FROM steps WHERE name = 'b'").fetchone()
+        fields = json.loads(definition)
+        # The owner an older version accepted and this one rejects in a flow file.
+        fields["owner"] = "clock-alarm:12/5/2026@2:00"
+        db.execute("UPDATE steps SET definition = ?, owner = ? WHERE name = 'b'",
+                   (json.dumps(fields), fields["owner"]))
+        db.execute("UPDATE runs SET modes = NULL")
+
+    again = open_daemon(bot.daemon.config, bot.clock)
+    try:
+        run = again.runs["auto"]
+        assert run.steps["a"].state is StepState.IN_PROGRESS
+        assert run.steps["b"].owner == "clock-alarm:12/5/2026@2:00"
+        assert run.modes.idle_minutes == 9
+        assert "auto" in "\n".join(again.report("auto"))
+    finally:
+        await again.close()

@@ -764,3 +764,9 @@ def test_result_summary_for_error() -> None:
 
     assert result.summary() == "could not start: /bin/sh: No such file or directory"
     assert not result.succeeded()
+
+
+def test_bidirectional_controls_removed() -> None:
+    line = processes.clean_output_line("safe \u202egnp.exe \u2066x\u2069".encode())
+
+    assert line == "safe gnp.exe x"

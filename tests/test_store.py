@@ -333,3 +333,54 @@ def test_second_process_refused(config: Config, datadir: Path) -> None:
     finally:
         first.communicate("quit\n", timeout=30)
     assert first.returncode == 0
+
+
+def test_version_one_store_migrated(datadir: Path) -> None:
+    from thehat.store import APPLICATION_ID, SCHEMA_V1
+
+    path = datadir / DATABASE_NAME
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_V1)
+    db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    db.execute("PRAGMA user_version=1")
+    db.execute("INSERT INTO runs (id, name, active, started_at) VALUES "
+               "(1, 'old', 1, '2026-12-05T02:00:00+00:00')")
+    definition = json.dumps({"name": "a", "description": None, "owner": None,
+                             "start_command": None, "notify_at_start": [],
+                             "finish_command": None, "notify_at_finish": [], "url": None,
+                             "note": None, "groups": [], "gates": []})
+    db.execute("INSERT INTO steps (run_id, name, position, definition, state) "
+               "VALUES (1, 'a', 0, ?, 'in prog')", (definition,))
+    db.commit()
+    db.close()
+
+    store = SqliteStore(path)
+    try:
+        (record,), _ = store.load_active()
+        version = store._db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        store.close()
+
+    assert version == SCHEMA_VERSION == 2
+    assert record.name == "old"
+    assert record.modes is None
+    assert record.steps[0].state is StepState.IN_PROGRESS
+    assert record.steps[0].definition.revert_command is None
+
+
+@pytest.mark.parametrize("text", ["null", "[1]", "{\"clocks\": \"yes\"}", "{\"idle_minutes\": -1}",
+                                  "not json"])
+def test_unreadable_modes_use_defaults(text: str) -> None:
+    from thehat.store import decode_modes
+
+    assert decode_modes(text) is None
+
+
+def test_modes_round_trip() -> None:
+    from thehat.engine import Modes
+    from thehat.store import decode_modes, encode_modes
+
+    modes = Modes(clocks=True, notifications=False, idle_minutes=0)
+
+    assert decode_modes(encode_modes(modes)) == modes
+    assert decode_modes('{"clocks": true, "future": 1}') == Modes(clocks=True)

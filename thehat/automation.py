@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -23,15 +22,15 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from thehat.clocks import program_command
+from thehat.clocks import ClockKind, parse_clock_owner, program_command
 from thehat.clockwork import advance_clocks
 from thehat.engine import Run, RunStep
 from thehat.events import Event, EventKind
 from thehat.model import StepState
+from thehat.processes import CommandResult, CommandSpec, run_command
 
 if TYPE_CHECKING:
     from thehat.daemon import Daemon
-    from thehat.processes import CommandResult
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +68,10 @@ class Launch:
     owner: str | None = None
     origin: str | None = None
     actor: str | None = None
+    # The run and step objects a program's result applies to. Steps are matched by identity,
+    # so a result still applies after the step or the run was renamed.
+    run: Run | None = field(default=None, compare=False, repr=False)
+    target: RunStep | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -143,10 +146,31 @@ def plan_pass(run: Run, now: datetime, zone: tzinfo | None, *, allow_exec: bool,
                                                 default_timeout, status_url))
         else:
             _notice_once(result, reported, step.name, "orphan",
-                         f"Step {step.name} was in progress under {step.owner} when thehat "
-                         f"stopped, so its result is unknown. Check it, then take it (gimme "
-                         f"{step.name}) and finish or fail it.")
+                         f"Step {step.name} is in progress under {step.owner}, but no program "
+                         "runs for it: thehat restarted, or the owner changed while a program "
+                         f"ran. Check the step, then take it (gimme {step.name}) and finish or "
+                         "fail it.")
+    for step in [] if run.reverting else run.actionable():
+        if _waits_forever(run, step, zone):
+            _notice_once(result, reported, step.name, "endless wait",
+                         f"Step {step.name} is owned by {step.owner}, which waits for a "
+                         "clock-owned step after it, and there is none; it never finishes by "
+                         f"itself. Take it (gimme {step.name}) and finish it when it is time.")
     return result
+
+
+def _waits_forever(run: Run, step: RunStep, zone: tzinfo | None) -> bool:
+    """Tell whether a started wait clock has no clock-owned successor that could end it."""
+    if step.state is not StepState.IN_PROGRESS or not step.owner:
+        return False
+    clock = parse_clock_owner(step.owner, zone)
+    if clock is None or clock.kind is not ClockKind.WAIT:
+        return False
+    for successor in run.dependants(step.name):
+        other = parse_clock_owner(run.steps[successor].owner or "", zone)
+        if other is not None and other.kind is not ClockKind.STOPWATCH:
+            return False
+    return True
 
 
 def _plan_revert(run: Run, step: RunStep, owner: str, result: PassResult, allow_exec: bool,
@@ -154,7 +178,7 @@ def _plan_revert(run: Run, step: RunStep, owner: str, result: PassResult, allow_
                  status_url: str | None) -> None:
     """Start the revertCommand of a program step that is due for reversion, or report why not."""
     revert = step.definition.revert_command
-    if revert is None:
+    if revert is None or not revert.strip():
         _notice_once(result, reported, step.name, "no revert",
                      f"Step {step.name} is owned by {owner} and has no revertCommand; a person "
                      f"must revert it: gimme {step.name}, undo it, then reverted {step.name}.")
@@ -167,9 +191,10 @@ def _plan_revert(run: Run, step: RunStep, owner: str, result: PassResult, allow_
         return
     if step.state is StepState.REVERTING:
         _notice_once(result, reported, step.name, "orphan revert",
-                     f"The revertCommand of step {step.name} was running when thehat stopped, "
-                     f"so its result is unknown. Check it, then take the step (gimme "
-                     f"{step.name}) and say reverted {step.name}.")
+                     f"The revertCommand of step {step.name} is not running: thehat "
+                     "restarted, or the owner changed while it ran, so its result is "
+                     f"unknown. Check the step, then take it (gimme {step.name}) and say "
+                     f"reverted {step.name}.")
         return
     result.events.extend(run.mark_reverting(step.name, owner))
     result.launches.append(_step_launch(run, step, "revertCommand", revert, owner,
@@ -184,7 +209,8 @@ def _step_launch(run: Run, step: RunStep, kind: str, command: str, owner: str | 
     acting = actor or owner or ""
     return Launch(kind, run.name, step.name, command,
                   step_context(run, step, acting, event, status_url),
-                  step.definition.timeout or default_timeout, owner=owner, actor=acting)
+                  step.definition.timeout or default_timeout, owner=owner, actor=acting,
+                  run=run, target=step)
 
 
 def _notice_once(result: PassResult, reported: set[tuple[str, str]], step: str, reason: str,
@@ -232,8 +258,8 @@ class Automation:
     def __init__(self, daemon: Daemon, tick_seconds: float = TICK_SECONDS) -> None:
         self.daemon = daemon
         self.tick_seconds = tick_seconds
-        # (run name, step name) -> the task running that step's program or revertCommand.
-        self.programs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # The tasks running a program or a revertCommand, with what they run.
+        self.programs: dict[asyncio.Task[None], Launch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._last_mail: asyncio.Task[None] | None = None
@@ -243,8 +269,10 @@ class Automation:
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick_forever(), name="thehat tick")
 
-    def running_steps(self, run_name: str) -> set[str]:
-        return {step for name, step in self.programs if name == run_name}
+    def running_steps(self, run: Run) -> set[str]:
+        """Return the names of the steps of `run` whose program or revertCommand runs now."""
+        return {launch.target.name for launch in self.programs.values()
+                if launch.run is run and launch.target is not None}
 
     async def _tick_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -268,29 +296,26 @@ class Automation:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             if launch.kind in ("program", "revertCommand"):
-                assert launch.run_name is not None and launch.step is not None
-                key = (launch.run_name, launch.step)
-                self.programs[key] = task
-                task.add_done_callback(functools.partial(self._forget, key))
+                self.programs[task] = launch
+                task.add_done_callback(self._forget)
 
-    def _forget(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
-        if self.programs.get(key) is task:
-            del self.programs[key]
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self.programs.pop(task, None)
 
-    def stop_programs(self, run_name: str, reverts: bool = False) -> list[str]:
-        """Kill the programs of `run_name`, and with `reverts` its revertCommands too.
+    def stop_programs(self, run: Run, reverts: bool = False) -> list[str]:
+        """Kill the programs of `run`, and with `reverts` its revertCommands too.
 
         Returns the names of their steps.
         """
         stopped = []
         current = asyncio.current_task()
-        for (name, step), task in list(self.programs.items()):
+        for task, launch in list(self.programs.items()):
             # The task that applies a program's own failure must not cancel itself.
-            if task is current:
+            if task is current or launch.run is not run:
                 continue
-            if name == run_name and (reverts or task.get_name().startswith("program of")):
+            if reverts or launch.kind == "program":
                 task.cancel()
-                stopped.append(step)
+                stopped.append(launch.target.name if launch.target else str(launch.step))
         return stopped
 
     def send_mail(self, run_name: str, mails: list[object]) -> None:
@@ -329,19 +354,23 @@ class Automation:
         await self.daemon.record(run_name, "mail", f"send {mail_text}", "accepted", "sent")
 
     async def _run(self, launch: Launch) -> None:
-        from thehat.processes import CommandSpec, run_command
-
         prefix = "" if launch.kind == "exec" else f"[{launch.step}] "
 
         async def relay(lines: list[str]) -> None:
             await self._deliver(launch, [prefix + line for line in lines])
 
-        spec = CommandSpec(launch.command_line, launch.context, launch.timeout,
-                           self._directory(), label=launch.label)
         if launch.kind != "exec":
             await self._deliver(launch, [f"Running the {launch.label} (timeout "
                                          f"{launch.timeout:g} s)."])
-        result = await run_command(spec, relay)
+        try:
+            spec = CommandSpec(launch.command_line, launch.context, launch.timeout,
+                               self._directory(), label=launch.label)
+            result = await run_command(spec, relay)
+        except (ValueError, OSError) as exc:
+            # Flow checks keep NUL characters and overlong text out, so this is a bug or a
+            # value from an older store; the step must still get a result.
+            log.error("%s of flow %s could not start: %s", launch.label, launch.run_name, exc)
+            result = CommandResult(None, False, str(exc), (), 0, 0.0, launch.timeout)
         await self._finished(launch, result)
 
     def _directory(self) -> Path | None:

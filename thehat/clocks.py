@@ -2,19 +2,19 @@
 
 An owner `clock-<type>:<M/D/YYYY>@<H:M:S>` is a clock, with `<type>` one of `alarm`, `handoff`,
 `wait`, `stopwatch` or `event-<minutes>` (any case). The date and time are read in the engine's
-time zone, as leniently as the original TheHat read them. Fields have one or two digits, a day
-past the end of its month rolls over into the next month (`2/30/2026` is 2 March), and the year
-is taken literally (`14` is the year 14). A date and time of that shape that name no real
-moment, conventionally `0/0/0@0:0:0`, mean "as soon as the step is ungated": the clock has no
-scheduled time. An ISO 8601 time such as `clock-alarm:2026-12-05T02:00` is accepted as well.
+time zone. Fields have one or two digits (the year up to four), and a day past the end of its
+month rolls over into the next month (`2/30/2026` is 2 March), as in the original TheHat. A date
+of zeros, conventionally `0/0/0@0:0:0`, means "as soon as the step is ungated": the clock has
+no scheduled time. An ISO 8601 time such as `clock-alarm:2026-12-05T02:00` is accepted as well.
 
 A stopwatch ignores the date and runs for the duration that its time part gives
 (`clock-stopwatch:0/0/0@0:0:30` is 30 seconds, as is `clock-stopwatch:PT30S`), starting as soon
 as the step is ungated.
 
-Every other owner that starts with `clock-` is invalid: `clock_problem` returns why, and
-flows and `set_owner` reject it. Unlike the original, a malformed time such as `12/5/2026@2:00` (no
-seconds) is rejected instead of firing at once. The prefix is case-sensitive, so
+Every other owner that starts with `clock-` is invalid: `clock_problem` returns why, and flows
+and `set_owner` reject it. The original fired a clock at once when its time did not parse; here
+a malformed or impossible time (`12/5/2026@2:00` without seconds, month 13, hour 24, a year
+before 1970 such as `26`) is rejected instead. The prefix is case-sensitive, so
 `Clock-alarm:...` is a person's name.
 
 An owner `program:<command line>` is a program; `program_command` returns its command line.
@@ -35,14 +35,20 @@ CLOCK_PREFIX: Final = "clock-"
 PROGRAM_PREFIX: Final = "program:"
 CLOCK_TYPES: Final = ("alarm", "handoff", "wait", "stopwatch", "event-<minutes>")
 _OWNER: Final = re.compile(r"clock-(?P<type>[^:]*):(?P<when>.*)", re.DOTALL)
-_SHAPE: Final = re.compile(r"\d+/\d+/\d+@\d+:\d+:\d+")
+# Years before 1970 are rejected: the original read a two-digit year literally, so 12/5/26
+# would have meant the year 26 and fired at once.
+MIN_YEAR: Final = 1970
+MAX_YEAR: Final = 9998
 _DATE_TIME: Final = re.compile(
     r"(?P<month>\d{1,2})/(?P<day>\d{1,2})/(?P<year>\d{1,4})"
-    r"@(?P<hour>\d{1,2}):(?P<minute>\d{1,2}):(?P<second>\d{1,2})")
-_DURATION: Final = re.compile(r"(?P<hours>\d{1,4}):(?P<minutes>\d{1,4}):(?P<seconds>\d{1,6})")
+    r"@(?P<hour>\d{1,2}):(?P<minute>\d{1,2}):(?P<second>\d{1,2})", re.ASCII)
+# A date of zeros (0/0/0, 00/00/0000) means "as soon as the step is ready", whatever the time.
+_ASAP_DATE: Final = re.compile(r"0+/0+/0+@", re.ASCII)
+_DURATION: Final = re.compile(r"(?P<hours>\d{1,4}):(?P<minutes>\d{1,4}):(?P<seconds>\d{1,6})",
+                              re.ASCII)
 _ISO_DURATION: Final = re.compile(
     r"PT(?:(?P<hours>\d{1,4})H)?(?:(?P<minutes>\d{1,4})M)?(?:(?P<seconds>\d{1,6})S)?",
-    re.IGNORECASE)
+    re.IGNORECASE | re.ASCII)
 _FORMS: Final = ("write clock-<type>:M/D/YYYY@H:M:S (0/0/0@0:0:0 for as soon as the step is "
                  "ready) or an ISO 8601 time such as 2026-12-05T02:00")
 
@@ -124,6 +130,8 @@ def owner_problem(owner: str | None) -> str | None:
     """
     if owner is None:
         return None
+    if "\x00" in owner:
+        return f"owner {owner!r} contains a NUL character"
     problem = clock_problem(owner)
     if problem is not None:
         return problem
@@ -156,16 +164,26 @@ def _parse(owner: str, zone: tzinfo | None) -> ClockOwner | str | None:
         scheduled = _parse_iso(when, zone)
         if scheduled is None:
             return f"{when!r} in clock owner {owner!r} is not a time; {_FORMS}"
+        if not MIN_YEAR <= scheduled.year <= MAX_YEAR:
+            return (f"the year of {when!r} in clock owner {owner!r} is out of range; give a "
+                    f"year from {MIN_YEAR} to {MAX_YEAR}")
         return ClockOwner(kind, scheduled, minutes)
-    if _SHAPE.fullmatch(when) is None:
+    match = _DATE_TIME.fullmatch(when)
+    if match is None:
         return f"{when!r} in clock owner {owner!r} is not M/D/YYYY@H:M:S; {_FORMS}"
-    return ClockOwner(kind, _parse_date_time(when, zone), minutes)
+    if _ASAP_DATE.match(when):
+        return ClockOwner(kind, None, minutes)
+    scheduled_or_problem = _parse_date_time(match, zone)
+    if isinstance(scheduled_or_problem, str):
+        return (f"{when!r} in clock owner {owner!r} is not a valid time: "
+                f"{scheduled_or_problem}; write 0/0/0@0:0:0 for as soon as the step is ready")
+    return ClockOwner(kind, scheduled_or_problem, minutes)
 
 
 def _kind(text: str) -> tuple[ClockKind | None, int | None, str]:
     word, dash, minutes = text.lower().partition("-")
     if word == "event":
-        if minutes.isdigit() and 0 < int(minutes) <= 525_600:
+        if minutes.isascii() and minutes.isdecimal() and 0 < int(minutes) <= 525_600:
             return ClockKind.EVENT, int(minutes), ""
         return None, None, (f"clock type {text!r} needs its length in minutes, from 1 to "
                             "525600: write event-<minutes>, such as event-30")
@@ -188,36 +206,38 @@ def _stopwatch_duration(when: str) -> timedelta | None:
                      seconds=int(match["seconds"] or 0))
 
 
-def _parse_date_time(text: str, zone: tzinfo | None) -> datetime | None:
-    """Read `M/D/YYYY@H:M:S`; return None for anything out of range, such as 0/0/0@0:0:0.
+def _parse_date_time(match: re.Match[str], zone: tzinfo | None) -> datetime | str:
+    """Read a matched `M/D/YYYY@H:M:S`; return the time, or why it names no moment.
 
-    >>> _parse_date_time("2/30/2026@7:5:0", None).replace(tzinfo=None)
+    A day past the end of its month rolls over into the next month, as in the original TheHat.
+
+    >>> import re
+    >>> _parse_date_time(_DATE_TIME.fullmatch("2/30/2026@7:5:0"), None).replace(tzinfo=None)
     datetime.datetime(2026, 3, 2, 7, 5)
-    >>> _parse_date_time("12/5/2026@2:0", None) is None
-    True
+    >>> _parse_date_time(_DATE_TIME.fullmatch("13/5/2027@2:30:0"), None)
+    'month 13 is not from 1 to 12'
     """
-    match = _DATE_TIME.fullmatch(text)
-    if match is None:
-        return None
     month, day, year, hour, minute, second = (int(match[name]) for name in
                                               ("month", "day", "year", "hour", "minute",
                                                "second"))
-    if not (1 <= day <= 31):
-        return None
-    try:
-        # Day 31 of a 30-day month rolls over into the next month, as in the original TheHat.
-        start = date(year, month, 1) + timedelta(days=day - 1)
-        clock_time = time(hour, minute, second)
-    except (ValueError, OverflowError):
-        return None
-    return _localize(datetime.combine(start, clock_time), zone)
+    for value, name, low, high in ((month, "month", 1, 12), (day, "day", 1, 31),
+                                   (year, "year", MIN_YEAR, MAX_YEAR), (hour, "hour", 0, 23),
+                                   (minute, "minute", 0, 59), (second, "second", 0, 59)):
+        if not low <= value <= high:
+            return f"{name} {value} is not from {low} to {high}"
+    start = date(year, month, 1) + timedelta(days=day - 1)
+    return _localize(datetime.combine(start, time(hour, minute, second)), zone)
 
 
 def _parse_iso(text: str, zone: tzinfo | None) -> datetime | None:
+    if not text.isascii():
+        return None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        return moment
     return _localize(moment, zone if moment.tzinfo is None else moment.tzinfo)
 
 
@@ -229,13 +249,15 @@ def _parse_duration(text: str) -> timedelta | None:
                      seconds=int(match["seconds"]))
 
 
-def _localize(moment: datetime, zone: tzinfo | None) -> datetime | None:
-    """Attach `zone` to a naive time; return None if the time has no UTC equivalent."""
-    try:
+def _localize(moment: datetime, zone: tzinfo | None) -> datetime:
+    """Attach `zone` to a naive time, and give a time in a gap its real wall-clock time.
+
+    A naive time that a daylight-saving jump skips (02:30 on the night clocks go from 02:00
+    to 03:00) is read with the offset before the jump, so it means 03:30 after it.
+    """
+    if moment.tzinfo is None:
         # A naive datetime's astimezone() reads it as the machine's local time.
         aware = moment.replace(tzinfo=zone) if zone is not None else moment.astimezone()
-        # 1/1/1@0:0:0 east of UTC is in the year 0, which datetime cannot hold.
-        aware.astimezone(timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return aware
+    else:
+        aware = moment
+    return aware.astimezone(timezone.utc).astimezone(aware.tzinfo)

@@ -21,7 +21,7 @@ from thehat.clocks import PROGRAM_PREFIX, parse_clock_owner
 from thehat.engine import Run, UnknownStep
 from thehat.errors import CommandError, FlowError, Refusal, TheHatError
 from thehat.events import Event
-from thehat.model import MAX_TIMEOUT, StepDef
+from thehat.model import MAX_COMMAND_CHARACTERS, MAX_TIMEOUT, StepDef, text_problem
 from thehat.names import did_you_mean, name_problem
 from thehat.status import event_lines, format_table, format_time, status_block
 
@@ -57,8 +57,10 @@ class Outcome:
     # Host commands and step mail to start once the change is committed.
     launches: list[Launch] = field(default_factory=list)
     mails: list[object] = field(default_factory=list)
-    # Runs that ended or started over, whose running programs must stop.
-    stopped_runs: set[str] = field(default_factory=set)
+    # Runs that ended or were replaced, whose running programs must stop.
+    stopped_runs: set[Run] = field(default_factory=set)
+    # The event lines for the other conversations, when they differ from `events`.
+    announced: list[str] | None = None
 
 
 @dataclass
@@ -523,7 +525,7 @@ def reload(context: Context) -> None:
 def unload(context: Context) -> None:
     run = context.require_run()
     context.daemon.unload(run.name)
-    context.outcome.stopped_runs.add(run.name)
+    context.outcome.stopped_runs.add(run)
     context.reply(f"Unloaded flow {run.name}; all steps, states and modes cleared.")
     context.notice(f"{context.user} unloaded flow {run.name}; load a flow to continue.")
 
@@ -805,7 +807,7 @@ def idleprompt(context: Context) -> None:
     run = context.require_run()
     text = context.args.strip()
     if text:
-        if not text.isdigit() or int(text) > MAX_IDLE_MINUTES:
+        if not (text.isascii() and text.isdecimal()) or int(text) > MAX_IDLE_MINUTES:
             raise CommandError(f"idleprompt takes whole minutes from 0 to {MAX_IDLE_MINUTES}, "
                                f"not {text!r}; 0 turns idle prompts off.")
         run.modes.idle_minutes = int(text)
@@ -851,6 +853,9 @@ def exec_command(context: Context) -> None:
     command_line = context.args.strip()
     if not command_line:
         raise usage_error(context)
+    problem = text_problem(command_line, MAX_COMMAND_CHARACTERS)
+    if problem is not None:
+        raise CommandError(f"The command {problem}; nothing was run.")
     engine = context.daemon.config.engine
     if not engine.allow_exec:
         raise CommandError("exec is not allowed: wfengine.allowExec is false in the "

@@ -42,6 +42,8 @@ DEFINITION_EVENTS = frozenset({EventKind.STEP_ADDED, EventKind.STEP_REMOVED,
                                EventKind.STEP_EDITED})
 # Journal entries kept in memory per run when the daemon has no store.
 RECENT_ENTRIES = 50
+# Event lines one clock pass announces; the rest are counted, and the journal keeps them all.
+MAX_TICK_LINES = 60
 
 
 @dataclass
@@ -154,19 +156,25 @@ class Daemon:
 
     async def _start_follow_ups(self, outcome: Outcome) -> None:
         """Stop the programs of runs that revert or ended, then start what `outcome` requests."""
-        stopping = dict.fromkeys(outcome.stopped_runs, True)
-        if outcome.run_name is not None and any(
-                e.kind is EventKind.REVERSION_STARTED for e in outcome.events):
-            stopping.setdefault(outcome.run_name, False)
-        for name, ended in sorted(stopping.items()):
-            steps = self.automation.stop_programs(name, reverts=ended)
-            if steps:
-                log.info("stopped the programs of steps %s of flow %s", ", ".join(steps), name)
-                lines = [f"Stopped the program of step {step}; its result will not be "
-                         "applied." for step in steps]
-                # An unloaded run has no attached conversations left, so tell its last ones.
-                for conversation_id in dict.fromkeys([*self.attached(name), *outcome.audience]):
-                    await self.send_to(conversation_id, lines)
+        stopping: dict[Run, bool] = dict.fromkeys(outcome.stopped_runs, True)
+        run = self.runs.get(outcome.run_name or "")
+        if run is not None and any(e.kind is EventKind.REVERSION_STARTED
+                                   for e in outcome.events):
+            stopping.setdefault(run, False)
+        for stopped_run, ended in stopping.items():
+            steps = self.automation.stop_programs(stopped_run, reverts=ended)
+            if not steps:
+                continue
+            log.info("stopped the programs of steps %s of flow %s", ", ".join(steps),
+                     stopped_run.name)
+            lines = [f"Stopped the program of step {step}; its result will not be applied."
+                     for step in steps]
+            # An unloaded run has no attached conversations left, so tell its last ones.
+            for conversation_id in dict.fromkeys([*self.attached(stopped_run.name),
+                                                  *outcome.audience]):
+                await self.send_to(conversation_id, lines)
+            await self.record(stopped_run.name, "thehat", "stop programs", "accepted",
+                              "\n".join(lines))
         self.automation.launch(outcome.launches)
         if outcome.run_name is not None and outcome.mails:
             self.automation.send_mail(outcome.run_name, list(outcome.mails))
@@ -284,7 +292,8 @@ class Daemon:
             try:
                 self.runs[record.name] = Run.restored(record.name, record.steps,
                                                       record.failed_step, self.clock,
-                                                      record.source, record.modes)
+                                                      record.source,
+                                                      record.modes or self.new_modes())
             except FlowError as exc:
                 log.error("stored run %d of flow %s is invalid and was not restored: %s",
                           record.run_id, record.name, exc)
@@ -293,7 +302,9 @@ class Daemon:
                  len(self.attachments), getattr(self.store, "path", "the store"))
 
     async def _broadcast(self, origin: str | None, outcome: Outcome) -> None:
-        lines = event_lines(outcome.events) + outcome.notices
+        announced = outcome.announced
+        lines = (event_lines(outcome.events) if announced is None else announced) \
+            + outcome.notices
         if not lines:
             return
         for conversation_id in outcome.audience:
@@ -385,10 +396,13 @@ class Daemon:
         from thehat.mail import StepMail
 
         definition = step.definition
+        # The same address written twice, in any case, gets one message.
+        unique = tuple({address.casefold(): address for address in reversed(recipients)}
+                       .values())[::-1]
         return StepMail(kind=kind, flow=run.name, step=step.name,
                         description=definition.description, owner=step.owner, actor=actor,
                         url=definition.url, note=definition.note,
-                        status_url=run_url(self.baseurl, run.name), recipients=recipients)
+                        status_url=run_url(self.baseurl, run.name), recipients=unique)
 
     async def tick(self) -> None:
         """Let clocks and programs act and post idle prompts, for every run; then announce.
@@ -422,7 +436,7 @@ class Daemon:
         return plan_pass(run, self.clock.now(), self.zone,
                          allow_exec=self.config.engine.allow_exec,
                          default_timeout=self.default_timeout(),
-                         running=self.automation.running_steps(run.name),
+                         running=self.automation.running_steps(run),
                          reported=self.reported.setdefault(run.name, set()),
                          status_url=run_url(self.baseurl, run.name), forced=forced)
 
@@ -442,6 +456,7 @@ class Daemon:
         outcome.result = event_lines(result.events) + result.notices
         self._plan_follow_ups(outcome)
         outcome.notices = result.notices + outcome.notices
+        outcome.announced = _shortened(event_lines(result.events))
         self._change = Change(self.clock.now(), "clock", None, "tick", "", "")
         try:
             committed = self._commit(self._change, outcome)
@@ -478,15 +493,23 @@ class Daemon:
                               record: str) -> Outcome:
         assert launch.run_name is not None and launch.step is not None
         assert launch.owner is not None
-        outcome = Outcome(run_name=launch.run_name)
-        outcome.audience = self.attached(launch.run_name)
-        run = self.runs.get(launch.run_name)
-        step = None if run is None else run.steps.get(launch.step)
+        # Match the run and step by identity: a result applies after a rename, never to a
+        # run that was reloaded or a step that was deleted.
+        run = launch.run if launch.run is not None and \
+            self.runs.get(launch.run.name) is launch.run else None
+        step = launch.target if run is not None and launch.target is not None and \
+            run.steps.get(launch.target.name) is launch.target else None
+        name = launch.target.name if step is not None and launch.target else launch.step
+        outcome = Outcome(run_name=run.name if run is not None else launch.run_name)
+        outcome.audience = self.attached(outcome.run_name or "")
         lines = [summary]
         action = None
-        if run is None or step is None or step.owner != launch.owner:
-            lines.append(f"Step {launch.step} is no longer owned by {launch.owner} in an "
-                         "active run, so the result was not applied.")
+        if run is None or step is None:
+            lines.append(f"Step {launch.step} is no longer in an active run, so the result "
+                         "was not applied.")
+        elif step.owner != launch.owner:
+            lines.append(f"Step {name} is now owned by {step.owner or 'nobody'}, so the "
+                         "result was not applied.")
         elif launch.kind == "program" and not run.reverting and \
                 step.state is StepState.IN_PROGRESS:
             action = run.finish if succeeded else run.fail
@@ -494,16 +517,16 @@ class Daemon:
             if succeeded:
                 action = run.revert
             else:
-                lines.append(f"A person must revert step {launch.step}: gimme {launch.step}, "
-                             f"undo it, then reverted {launch.step}.")
+                lines.append(f"A person must revert step {name}: gimme {name}, undo it, then "
+                             f"reverted {name}.")
         else:
-            lines.append(f"Step {launch.step} is {step.state.display(run.reverting)} now, so "
-                         "the result was not applied.")
+            lines.append(f"Step {name} is {step.state.display(run.reverting)} now, so the "
+                         "result was not applied.")
         self._change = Change(self.clock.now(), launch.owner, None, launch.label, "", "")
         try:
             if action is not None:
                 assert run is not None
-                outcome.events = action(launch.step, launch.owner)
+                outcome.events = action(name, launch.owner)
                 self._plan_follow_ups(outcome)
             outcome.result = [record]
             outcome.notices = lines + outcome.notices
@@ -644,8 +667,8 @@ class Daemon:
         except FlowError as exc:
             raise CommandError(f"Error loading flow {name}; nothing changed:\n{exc}") from exc
         replaced = current is not None
-        if replaced:
-            context.outcome.stopped_runs.add(name)
+        if current is not None:
+            context.outcome.stopped_runs.add(current)
         others = self.attached(name)
         self.start_run(Run(name, flow, self.clock, source, self.new_modes()))
         # The new run replaces the old one for every conversation that was attached to it.
@@ -678,7 +701,7 @@ class Daemon:
                 raise CommandError(f"No run of flow {name!r} to restore (active runs: "
                                    f"{active}); load it to start a new run.")
             run = Run.restored(name, record.steps, record.failed_step, self.clock,
-                               record.source, record.modes)
+                               record.source, record.modes or self.new_modes())
             self.runs[name] = run
             if self._change is not None:
                 self._change.reactivated[name] = record.run_id
@@ -751,6 +774,15 @@ class Daemon:
         if record is None:
             return [f"No run of flow {name!r} is recorded."]
         return report_text(record, self.clock.now(), self.zone).splitlines()
+
+
+def _shortened(lines: list[str]) -> list[str]:
+    """Keep the first event lines of a large clock pass, so it cannot flood a chat room."""
+    if len(lines) <= MAX_TICK_LINES:
+        return lines
+    hidden = len(lines) - MAX_TICK_LINES
+    return lines[:MAX_TICK_LINES] + [f"... and {hidden} more lines of clock changes; history "
+                                     "lists them all."]
 
 
 def open_daemon(config: Config, clock: Clock | None = None) -> Daemon:

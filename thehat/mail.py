@@ -142,7 +142,7 @@ def _host(value: Any, source: str) -> str:
     if value is None:
         return DEFAULT_HOST
     host = text_value(value, f"{SECTION}.host", source)
-    if not host or any(char.isspace() for char in host):
+    if not host or any(char.isspace() or not char.isprintable() for char in host):
         raise ConfigError(f"{source}: {SECTION}.host is {value!r}; give a host name or an IP "
                           f"address (default {DEFAULT_HOST})")
     return host

@@ -108,6 +108,12 @@ TEXT_KEYS: Final = frozenset({"description", "owner", "startCommand", "finishCom
 NUMBER_KEYS: Final = frozenset({"timeout"})
 # The longest step timeout: a week, in seconds.
 MAX_TIMEOUT: Final = 7 * 24 * 3600
+# Text values reach commands as environment variables, and Linux limits one of those to
+# 128 KiB (MAX_ARG_STRLEN); 32,768 characters of up to 4 bytes each stay below it.
+MAX_TEXT_CHARACTERS: Final = 32_768
+MAX_COMMAND_CHARACTERS: Final = 32_768
+COMMAND_KEYS: Final = frozenset({"startCommand", "finishCommand", "revertCommand"})
+TEXT_ATTRIBUTES: Final = {key: FILE_KEYS[key] for key in sorted(TEXT_KEYS)}
 RECIPIENT_KEYS: Final = frozenset({"notifyAtStart", "notifyAtFinish"})
 NAME_LIST_KEYS: Final = frozenset({"group", "gates"})
 
@@ -175,8 +181,14 @@ def graph_problems(steps: Mapping[str, StepDef]) -> list[Problem]:
     return problems
 
 
-def step_problems(step: StepDef) -> list[Problem]:
-    """List what is wrong with one step's own fields (names of the step, its groups and gates)."""
+def step_problems(step: StepDef, values: bool = True) -> list[Problem]:
+    """List what is wrong with one step's own fields.
+
+    Names of the step, its groups and gates are always checked. With `values`, so are the
+    owner, recipients, timeout and text values (NUL characters, blank commands, overlong
+    text). Runs restored from the store skip those, because older versions stored values that
+    this version rejects, and a run must never be lost on restart.
+    """
     problems = []
     message = name_problem(step.name)
     if message is not None:
@@ -193,6 +205,23 @@ def step_problems(step: StepDef) -> list[Problem]:
         value = getattr(step, attribute)
         if value is not None and ("\n" in value or "\r" in value):
             problems.append(Problem(f"{attribute} must be a single line", step.line, step.name))
+    if values:
+        problems.extend(_value_problems(step))
+    return problems
+
+
+def _value_problems(step: StepDef) -> list[Problem]:
+    problems = []
+    for key, attribute in TEXT_ATTRIBUTES.items():
+        value = getattr(step, attribute)
+        if value is None:
+            continue
+        message = text_problem(value, MAX_COMMAND_CHARACTERS if key in COMMAND_KEYS
+                               else MAX_TEXT_CHARACTERS)
+        if message is None and key in COMMAND_KEYS and not value.strip():
+            message = "is blank; remove the key or write a command"
+        if message is not None:
+            problems.append(Problem(f"{key} {message}", step.line, step.name))
     message = owner_problem(step.owner)
     if message is not None:
         problems.append(Problem(f"owner: {message}", step.line, step.name))
@@ -209,19 +238,38 @@ def step_problems(step: StepDef) -> list[Problem]:
     return problems
 
 
+def text_problem(value: str, limit: int = MAX_TEXT_CHARACTERS) -> str | None:
+    """Return why a text value cannot reach a command's environment, or None.
+
+    >>> text_problem("ok"), text_problem("a\\x00b")
+    (None, 'contains a NUL character')
+    """
+    if "\x00" in value:
+        return "contains a NUL character"
+    if len(value) > limit:
+        return f"is {len(value):,} characters long; the limit is {limit:,}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a character that is not valid Unicode (a lone surrogate)"
+    return None
+
+
 class Flow:
     """An ordered, validated set of step definitions.
 
     Construction checks every step and the graph and raises `FlowError` listing all problems.
+    Without `check_values`, only names and the graph are checked (see `step_problems`).
     """
 
     __slots__ = ("_steps",)
 
-    def __init__(self, steps: Iterable[StepDef], source: str | None = None) -> None:
+    def __init__(self, steps: Iterable[StepDef], source: str | None = None,
+                 check_values: bool = True) -> None:
         ordered: dict[str, StepDef] = {}
         problems: list[Problem] = []
         for step in steps:
-            problems.extend(step_problems(step))
+            problems.extend(step_problems(step, check_values))
             if step.name in ordered:
                 first = ordered[step.name].line
                 where = f" (first defined on line {first})" if first is not None else ""

@@ -58,7 +58,9 @@ EXIT_DRAIN_SECONDS: Final = 1.0
 # ANSI/ECMA-48 control sequences (colours, cursor moves): removed whole, not only their ESC.
 _CONTROL_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 # C0 controls except tab, DEL and C1 controls: Unicode category Cc without U+0009.
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# Bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069) go too, because they
+# could make a relayed line read differently from what the command printed.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 OutputCallback = Callable[[list[str]], Awaitable[None]]
 _StartTask = asyncio.Task[tuple[asyncio.SubprocessTransport, "_CommandProtocol"]]

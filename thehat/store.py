@@ -55,7 +55,8 @@ class RunRecord:
     started_at: datetime
     ended_at: datetime | None
     steps: list[RunStep]
-    modes: Modes = field(default_factory=Modes)
+    # None for runs stored before modes were kept, or with unreadable modes.
+    modes: Modes | None = None
 
 
 @dataclass
@@ -160,13 +161,25 @@ def encode_modes(modes: Modes) -> str:
     return json.dumps(asdict(modes), separators=(",", ":"))
 
 
-def decode_modes(text: str | None) -> Modes:
-    """Decode stored modes; NULL, or keys this version does not know, fall back to defaults."""
+def decode_modes(text: str | None) -> Modes | None:
+    """Decode stored modes; None for NULL or unreadable modes, so the daemon uses defaults.
+
+    Keys this version does not know are ignored.
+    """
     if text is None:
-        return Modes()
-    fields = json.loads(text)
-    known = {f.name for f in dataclass_fields(Modes)}
-    return Modes(**{key: value for key, value in fields.items() if key in known})
+        return None
+    try:
+        fields = json.loads(text)
+        known = {f.name for f in dataclass_fields(Modes)}
+        modes = Modes(**{key: value for key, value in fields.items() if key in known})
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.error("stored run modes %r are unreadable (%s); using the defaults", text, exc)
+        return None
+    if not (isinstance(modes.clocks, bool) and isinstance(modes.notifications, bool)
+            and type(modes.idle_minutes) is int and modes.idle_minutes >= 0):
+        log.error("stored run modes %r are invalid; using the defaults", text)
+        return None
+    return modes
 
 
 def _events_json(events: list[Event]) -> str:
