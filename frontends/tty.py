@@ -119,9 +119,25 @@ class TerminalFrontend(Frontend):
                         break
                     if await self._dispatch(text):
                         break
+                await self._wait_for_commands()
         finally:
             self.daemon.unregister(self.conversation)
             log.info("terminal session of %s ended", self.user)
+
+    async def _wait_for_commands(self) -> None:
+        """Let commands and mail that are still running end, so their output is shown.
+
+        Waits at most `wfengine.commandTimeout` seconds; Ctrl-C, or the end of that time,
+        stops them when the daemon closes.
+        """
+        work = self.daemon.automation.pending_work()
+        if not work or self._output_closed:
+            return
+        timeout = self.config.engine.command_timeout
+        self.write_lines([f"Waiting up to {timeout:g} s for {', '.join(work)} to end; press "
+                          "Ctrl-C to stop now."])
+        if not await self.daemon.automation.wait_idle(timeout):
+            self.write_lines(["Stopping what is still running."])
 
     async def stop(self) -> None:
         """End the session: stop waiting for input, or end after the command being handled."""

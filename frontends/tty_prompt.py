@@ -51,15 +51,17 @@ def history_path(environ: Mapping[str, str] = os.environ) -> Path:
 
 
 def open_history(path: Path) -> History:
-    """Return a history kept in `path`, creating its directories.
+    """Return a history kept in `path`, creating its directories and making it private.
 
     When the file cannot be written, log a warning and return a history kept in memory for
     this session only.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8"):
-            pass
+        # The history may hold exec commands, so only its owner may read it.
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.close(descriptor)
+        os.chmod(path, 0o600)
     except OSError as exc:
         log.warning("cannot write the command history file %s (%s), so the history of "
                     "this session is kept in memory only", path, exc)

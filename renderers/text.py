@@ -19,6 +19,10 @@ def _step_block(step: RunStep, reverting: bool, zone: tzinfo | None) -> list[str
         lines.append(f"Start cmd: {definition.start_command}")
     if definition.finish_command:
         lines.append(f"Finish cmd: {definition.finish_command}")
+    if definition.revert_command:
+        lines.append(f"Revert cmd: {definition.revert_command}")
+    if definition.timeout is not None:
+        lines.append(f"Timeout: {definition.timeout:g} s")
     if definition.notify_at_start:
         lines.append(f"Notif(start): {', '.join(definition.notify_at_start)}")
     if definition.notify_at_finish:

@@ -944,3 +944,60 @@ async def test_stored_run_with_old_owner_restored(tmp_path: Path) -> None:
         assert "auto" in "\n".join(again.report("auto"))
     finally:
         await again.close()
+
+
+async def test_giveto_program_with_arguments_rejected(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, "- step: q\n", allow_exec=True)
+    await bot.start()
+
+    reply = await bot.say("giveto program:echo hello q")
+
+    assert "giveto takes the owner as one word, and hello is not a step" in reply
+    assert "set <step> owner program:<command line>" in reply
+    assert bot.daemon.runs["auto"].steps["q"].owner is None
+
+
+async def test_status_shows_running_clock_end(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, "- step: settle\n  owner: clock-stopwatch:PT2M\n")
+    await bot.start()
+    await bot.say("clockProcessing on")
+    await bot.daemon.tick()
+
+    reply = await bot.say("status")
+
+    assert "Step settle ends at 2026-12-05 02:02:00 UTC (clock-stopwatch:PT2M)." in reply
+
+
+async def test_status_explains_programs_without_exec(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, PROGRAM_FLOW, allow_exec=False)
+    await bot.start()
+    await bot.say("clockProcessing on")
+
+    reply = await bot.say("status")
+
+    assert "Programs may not run here (wfengine.allowExec is false)" in reply
+    assert "Clock processing is off" not in reply
+
+
+async def test_reversion_hint_for_clock_step(tmp_path: Path) -> None:
+    flow = ("- step: alarm\n  owner: clock-alarm:0/0/0@0:0:0\n"
+            "- step: risky\n  owner: alice\n  gates: [alarm]\n")
+    bot = Bot(tmp_path, flow)
+    await bot.start()
+    await bot.say("tictoc")
+
+    reply = await bot.say("fail risky")
+
+    assert ("Step alarm can be reverted now; its owner clock-alarm:0/0/0@0:0:0 does not "
+            "revert steps, so take it (gimme alarm)") in reply
+
+
+async def test_dump_shows_revert_command_and_timeout(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, '- step: a\n  owner: "program:true"\n  revertCommand: ./undo.sh\n'
+                        "  timeout: 90\n")
+    await bot.start()
+
+    reply = await bot.say("dump")
+
+    assert "Revert cmd: ./undo.sh" in reply
+    assert "Timeout: 90 s" in reply

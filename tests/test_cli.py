@@ -396,3 +396,21 @@ def test_tty_ticks_without_commands(tmp_path: Path) -> None:
                for line in seen), "".join(seen)
     assert any("CLOCK ADVANCE" in line for line in seen)
     assert process.returncode == 0
+
+
+def test_piped_tty_waits_for_exec(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"wfengine": {"datadir": str(tmp_path / "data"),
+                                                  "allowExec": True}})
+    program = Path(sys.executable).with_name("thehat")
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+
+    result = subprocess.run(
+        [str(program), "tty", "--user", "alice", "-c", str(config)],
+        input="exec echo hi; sleep 1; echo bye\n", capture_output=True, text=True, timeout=60,
+        env=env, check=False)
+
+    assert result.returncode == 0
+    assert "Waiting up to 600 s for exec to end" in result.stdout
+    assert "bye" in result.stdout.splitlines()
+    assert "The exec exited with status 0." in result.stdout
+    assert "Unknown child process" not in result.stderr

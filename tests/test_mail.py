@@ -540,7 +540,7 @@ async def test_sent_and_failed_mail_logged(smtp_server: StartServer,
     [sent, failed] = [r for r in caplog.records if r.name == "thehat.mail"]
     assert sent.levelno == logging.INFO
     assert sent.getMessage() == (
-        "sent mail '[toast]: openbread (Open the bread bag) has started' to 2 recipients "
+        "sent mail '[toast]: openbread (Open the bread bag) has started' to 2 recipient(s) "
         f"through {HOST}:{server.port}")
     assert failed.levelno == logging.WARNING
     assert "rejected the sender 'other@example.com'" in failed.getMessage()

@@ -147,9 +147,9 @@ def plan_pass(run: Run, now: datetime, zone: tzinfo | None, *, allow_exec: bool,
         else:
             _notice_once(result, reported, step.name, "orphan",
                          f"Step {step.name} is in progress under {step.owner}, but no program "
-                         "runs for it: thehat restarted, or the owner changed while a program "
-                         f"ran. Check the step, then take it (gimme {step.name}) and finish or "
-                         "fail it.")
+                         "runs for it: a program starts only with a pending step, and a "
+                         "running one stops when thehat restarts. Check the step, then take it "
+                         f"(gimme {step.name}) and finish or fail it.")
     for step in [] if run.reverting else run.actionable():
         if _waits_forever(run, step, zone):
             _notice_once(result, reported, step.name, "endless wait",
@@ -377,6 +377,10 @@ class Automation:
         """Return the data directory, where commands run, or None if it does not exist."""
         root = self.daemon.datadir.root
         return root if root.is_dir() else None
+
+    def pending_work(self) -> list[str]:
+        """Describe the commands and mail still running, such as `program of step x`."""
+        return sorted(task.get_name() for task in self._tasks)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no command or mail task is left; return False on timeout."""

@@ -155,7 +155,7 @@ def _parse(owner: str, zone: tzinfo | None) -> ClockOwner | str | None:
 
     if kind is ClockKind.STOPWATCH:
         duration = _stopwatch_duration(when)
-        if duration is None:
+        if not duration:
             return (f"stopwatch {owner!r} has no duration; write clock-stopwatch:0/0/0@H:M:S "
                     "(clock-stopwatch:0/0/0@0:10:0 runs 10 minutes) or clock-stopwatch:PT10M")
         return ClockOwner(kind, duration=duration)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from thehat.clocks import ClockKind, ClockOwner, parse_clock_owner
 from thehat.engine import Run, RunStep
@@ -86,6 +86,20 @@ def next_clock_time(run: Run, now: datetime, zone: tzinfo | None = None
         if due is not None and due > now and (best is None or due < best[1]):
             best = step, due
     return best
+
+
+def clock_end_time(step: RunStep, zone: tzinfo | None = None) -> datetime | None:
+    """Return when a running stopwatch or event clock finishes its step; None for others."""
+    if step.state is not StepState.IN_PROGRESS or step.started_at is None or not step.owner:
+        return None
+    clock = parse_clock_owner(step.owner, zone)
+    if clock is None:
+        return None
+    if clock.kind is ClockKind.STOPWATCH and clock.duration is not None:
+        return step.started_at + clock.duration
+    if clock.kind is ClockKind.EVENT and clock.minutes is not None:
+        return (clock.scheduled or step.started_at) + timedelta(minutes=clock.minutes)
+    return None
 
 
 def clock_time(run: Run, name: str, zone: tzinfo | None = None) -> datetime | None:

@@ -304,6 +304,13 @@ def giveto(context: Context) -> None:
         raise CommandError(f"{owner} is a step and {', '.join(names)} is not; the owner comes "
                            f"first: giveto <owner> <step>[,<step>...], for example giveto "
                            f"{names[0]} {owner}.")
+    if owner.startswith(PROGRAM_PREFIX) and any(name not in run.steps for name in names):
+        # The owner ends at the first space, so "giveto program:echo hi step" would give the
+        # step to program:echo and take "hi" for a step.
+        unknown = ", ".join(name for name in names if name not in run.steps)
+        raise CommandError(f"giveto takes the owner as one word, and {unknown} is not a step; "
+                           "nothing changed. To give a step to a program with arguments, say "
+                           "set <step> owner program:<command line>.")
     check_new_owner(context, owner)
     for_each_step(context, names, lambda run, n: run.set_owner(n, owner, context.user))
 
@@ -846,9 +853,10 @@ def tictoc(context: Context) -> None:
 
 @command("exec", "exec <command>", "Run a shell command on the bot's host (admins only).",
          "diagnostic",
-         details="Needs wfengine.allowExec: true and a speaker listed in wfengine.admins. The "
-                 "command runs through /bin/sh with a timeout (wfengine.commandTimeout), and "
-                 "its output and exit status follow as they come.")
+         details="Needs wfengine.allowExec: true and a speaker listed in wfengine.admins (the "
+                 "terminal's user counts as one). The command runs through /bin/sh with a "
+                 "timeout (wfengine.commandTimeout), and its output and exit status follow as "
+                 "they come.")
 def exec_command(context: Context) -> None:
     command_line = context.args.strip()
     if not command_line:

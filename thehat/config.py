@@ -222,7 +222,8 @@ def parse_bool(value: Any, key: str, source: str = "configuration") -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ConfigError(f"{source}: {key} is {value!r}; use true or false")
+    raise ConfigError(f"{source}: {key} is {value!r}; use true or false (also accepted: "
+                      "yes/no, on/off, 1/0)")
 
 
 def _text(value: Any, key: str, source: str) -> str:

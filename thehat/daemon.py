@@ -624,7 +624,8 @@ class Daemon:
         now = self.clock.now()
         if run is not None:
             self.last_status[run.name] = now
-        return status_block(run, header, now, self.zone, self.baseurl, limit)
+        return status_block(run, header, now, self.zone, self.baseurl, limit,
+                            self.config.engine.allow_exec)
 
     def start_run(self, run: Run) -> None:
         """Make `run` an active run, replacing (and ending) an active run of the same name."""

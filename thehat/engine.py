@@ -421,7 +421,8 @@ class Run:
     def _ready_event(self, name: str, actor: str | None) -> Event:
         step = self.steps[name]
         return self._event(EventKind.STEP_READY, actor, name, reverting=self.reverting,
-                           owner=step.owner, groups=list(step.definition.groups))
+                           owner=step.owner, groups=list(step.definition.groups),
+                           revert_command=step.definition.revert_command is not None)
 
     def _end_events(self, actor: str) -> list[Event]:
         if not self.ended:

@@ -38,7 +38,8 @@ class Event:
     `actor` is the identity that caused it (a user, or a clock or program owner), `step` the step
     it concerns, if any. `detail` holds kind-specific values:
 
-    - step_ready: `reverting` (True when the step is now due for reversion), `owner`, `groups`;
+    - step_ready: `reverting` (True when the step is now due for reversion), `owner`, `groups`,
+      `revert_command` (True when the step has one);
     - owner_changed: `old`, `new`;
     - reversion_started: `in_progress` (list of [step, owner] pairs that must stop);
     - step_edited: `field`, `old`, `new`;

@@ -323,10 +323,10 @@ def send_message(settings: SmtpSettings, message: EmailMessage) -> None:
     try:
         _deliver(settings, message, server)
     except MailError as error:
-        log.warning("mail %r to %d recipients through %s failed: %s", subject, count, server,
+        log.warning("mail %r to %d recipient(s) through %s failed: %s", subject, count, server,
                     error)
         raise
-    log.info("sent mail %r to %d recipients through %s", subject, count, server)
+    log.info("sent mail %r to %d recipient(s) through %s", subject, count, server)
 
 
 async def send_step_mail(settings: SmtpSettings, mail: StepMail,

@@ -12,7 +12,7 @@ from datetime import datetime, tzinfo
 from typing import Final
 
 from thehat.clocks import PROGRAM_PREFIX, parse_clock_owner
-from thehat.clockwork import next_clock_time
+from thehat.clockwork import clock_end_time, next_clock_time
 from thehat.engine import Run
 from thehat.events import Event, EventKind
 from thehat.model import StepState
@@ -89,7 +89,8 @@ def run_url(baseurl: str | None, name: str) -> str | None:
 
 
 def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | None = None,
-                 baseurl: str | None = None, limit: int | None = None) -> list[str]:
+                 baseurl: str | None = None, limit: int | None = None,
+                 programs_allowed: bool = True) -> list[str]:
     """Build the status block: header, progress, then the table of actionable steps.
 
     With `limit`, the table shows at most that many steps and says how many more there are.
@@ -127,27 +128,36 @@ def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | Non
     if hidden:
         lines.append(f"... and {hidden} more steps need attention; say status to list them "
                      "all.")
-    lines.extend(_automation_lines(run, now, zone))
+    lines.extend(_automation_lines(run, now, zone, programs_allowed))
     return lines
 
 
-def _automation_lines(run: Run, now: datetime, zone: tzinfo | None) -> list[str]:
-    """Say when the next clock acts, or that clock processing is off while one waits."""
+def _automation_lines(run: Run, now: datetime, zone: tzinfo | None,
+                      programs_allowed: bool) -> list[str]:
+    """Say when clocks act next, or why clock and program owners wait."""
     if run.reverting:
         return []
-    automatic = [s for s in run.actionable() if s.owner is not None
-                 and (parse_clock_owner(s.owner, zone) is not None
-                      or s.owner.startswith(PROGRAM_PREFIX))]
-    if not automatic:
-        return []
-    if not run.modes.clocks:
-        return [f"Clock processing is off, so {automatic[0].owner} waits; say clockProcessing "
-                "on (or run) to let clocks and programs act."]
-    upcoming = next_clock_time(run, now, zone)
-    if upcoming is None:
-        return []
-    step, due = upcoming
-    return [f"Next clock: step {step.name} at {format_time(due, zone)}."]
+    lines = []
+    pending = [s for s in run.actionable() if s.state is StepState.PENDING and s.owner
+               and (parse_clock_owner(s.owner, zone) is not None
+                    or s.owner.startswith(PROGRAM_PREFIX))]
+    if pending and not run.modes.clocks:
+        lines.append(f"Clock processing is off, so {pending[0].owner} waits; say "
+                     "clockProcessing on (or run) to let clocks and programs act.")
+    if not programs_allowed and any(s.owner and s.owner.startswith(PROGRAM_PREFIX)
+                                    for s in pending):
+        lines.append("Programs may not run here (wfengine.allowExec is false), so a person "
+                     "must take the steps that programs own.")
+    if run.modes.clocks:
+        upcoming = next_clock_time(run, now, zone)
+        if upcoming is not None:
+            step, due = upcoming
+            lines.append(f"Next clock: step {step.name} at {format_time(due, zone)}.")
+    for step in run.actionable():
+        end = clock_end_time(step, zone)
+        if end is not None:
+            lines.append(f"Step {step.name} ends at {format_time(end, zone)} ({step.owner}).")
+    return lines
 
 
 def _value_text(value: object) -> str:
@@ -226,12 +236,22 @@ def _ready_text(event: Event) -> str:
     owner = detail.get("owner")
     groups = detail.get("groups") or []
     in_groups = f" (group {', '.join(groups)})" if groups else ""
+    automatic = owner is not None and (owner.startswith(PROGRAM_PREFIX)
+                                       or parse_clock_owner(owner) is not None)
     if detail.get("reverting"):
+        if automatic and detail.get("revert_command"):
+            return (f"Step {step} can be reverted now; its revertCommand runs when clock "
+                    f"processing is on (or take it: gimme {step}).")
+        if automatic:
+            return (f"Step {step} can be reverted now; its owner {owner} does not revert "
+                    f"steps, so take it (gimme {step}), undo it and say 'reverted {step}'.")
         if owner:
             return (f"Step {step} can be reverted now - {owner}, undo it and say "
                     f"'reverted {step}'.")
         return (f"Step {step} can be reverted now and is unassigned{in_groups}; "
                 f"claim it with gimme {step}.")
+    if automatic:
+        return f"Step {step} is ready; {owner} acts on it while clock processing is on."
     if owner:
         return f"Step {step} is ready - {owner}, it's yours."
     return f"Step {step} is ready and unassigned{in_groups}; claim it with gimme {step}."

@@ -744,3 +744,13 @@ def test_unwritable_history_kept_in_memory(tmp_path: Path,
     assert isinstance(history, InMemoryHistory)
     assert [record.levelno for record in caplog.records] == [logging.WARNING]
     assert str(blocker) in caplog.records[0].getMessage()
+
+
+def test_history_file_private(tmp_path: Path) -> None:
+    from frontends.tty_prompt import open_history
+
+    path = tmp_path / "state" / "thehat" / "tty-history"
+
+    open_history(path)
+
+    assert path.stat().st_mode & 0o777 == 0o600
