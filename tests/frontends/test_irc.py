@@ -525,6 +525,30 @@ async def test_tls_rejects_untrusted_certificate(
     assert 'User "thehat!' not in server.log_text()
 
 
+async def test_clock_steps_announced_in_channel(ircd: NgircdServer, start_bot: StartBot,
+                                                people: People, datadir: Path,
+                                                channel: str) -> None:
+    (datadir / "soon.flow").write_text(
+        "- step: announce\n  owner: clock-alarm:0/0/0@0:0:0\n"
+        "- step: soak\n  owner: clock-stopwatch:0/0/0@0:0:1\n  gates: [announce]\n"
+        "- step: verify\n  owner: bob\n  gates: [soak]\n", encoding="utf-8")
+    alice = await people("alice", ircd.port, [channel])
+    bot = await start_bot(ircd.port, [channel])
+    await alice.next_message(BOT, channel)
+    bot.daemon.start_automation()
+    await command(alice, channel, "load soon")
+
+    await command(alice, channel, "clockProcessing on")
+
+    assert await next_line(alice, channel, "step announce to done") == \
+        ">>> clock-alarm:0/0/0@0:0:0 changed state of step announce to done"
+    assert await next_line(alice, channel, "step soak to done") == \
+        ">>> clock-stopwatch:0/0/0@0:0:1 changed state of step soak to done"
+    assert await next_line(alice, channel, "verify is ready") == \
+        "Step verify is ready - bob, it's yours."
+    assert "CLOCK ADVANCE" in await next_line(alice, channel, "CLOCK ADVANCE")
+
+
 async def test_thehat_run_starts_irc_frontend(ircd: NgircdServer, people: People,
                                               tmp_path: Path, datadir: Path,
                                               channel: str) -> None:
