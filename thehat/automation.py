@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from thehat.clocks import ClockKind, parse_clock_owner, program_command
 from thehat.clockwork import advance_clocks
@@ -220,6 +220,22 @@ def _notice_once(result: PassResult, reported: set[tuple[str, str]], step: str, 
         result.notices.append(line)
 
 
+def started_or_finished(run: Run, events: list[Event]
+                        ) -> Iterator[tuple[Literal["start", "finish"], RunStep, Event]]:
+    """Yield ("start" or "finish", step, event) for each step that `events` start or finish."""
+    for event in events:
+        change: Literal["start", "finish"]
+        if event.kind is EventKind.STEP_STARTED:
+            change = "start"
+        elif event.kind is EventKind.STEP_FINISHED:
+            change = "finish"
+        else:
+            continue
+        step = run.steps.get(event.step or "")
+        if step is not None:
+            yield change, step, event
+
+
 def step_command_launches(run: Run, events: list[Event], *, allow_exec: bool,
                           default_timeout: float, status_url: str | None
                           ) -> tuple[list[Launch], list[str]]:
@@ -229,17 +245,9 @@ def step_command_launches(run: Run, events: list[Event], *, allow_exec: bool,
     """
     launches: list[Launch] = []
     notices: list[str] = []
-    for event in events:
-        if event.kind is EventKind.STEP_STARTED:
-            kind = "startCommand"
-        elif event.kind is EventKind.STEP_FINISHED:
-            kind = "finishCommand"
-        else:
-            continue
-        step = run.steps.get(event.step or "")
-        if step is None:
-            continue
-        command = (step.definition.start_command if kind == "startCommand"
+    for change, step, event in started_or_finished(run, events):
+        kind = "startCommand" if change == "start" else "finishCommand"
+        command = (step.definition.start_command if change == "start"
                    else step.definition.finish_command)
         if not command:
             continue

@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 
 from frontends.base import Conversation
 from thehat import commands
-from thehat.automation import Automation, Launch, PassResult, plan_pass, step_command_launches
+from thehat.automation import (Automation, Launch, PassResult, plan_pass, started_or_finished,
+                               step_command_launches)
 from thehat.commands import Context, Outcome
 from thehat.config import Config
 from thehat.datadir import DataDirectory
@@ -363,17 +364,7 @@ class Daemon:
         """Build the start and finish mail that `events` call for, or a notice why none is sent."""
         mails: list[object] = []
         notices: list[str] = []
-        for event in events:
-            kind: Literal["start", "finish"]
-            if event.kind is EventKind.STEP_STARTED:
-                kind = "start"
-            elif event.kind is EventKind.STEP_FINISHED and not run.reverting:
-                kind = "finish"
-            else:
-                continue
-            step = run.steps.get(event.step or "")
-            if step is None:
-                continue
+        for kind, step, event in started_or_finished(run, events):
             definition = step.definition
             recipients = (definition.notify_at_start if kind == "start"
                           else definition.notify_at_finish)
