@@ -1001,3 +1001,16 @@ async def test_dump_shows_revert_command_and_timeout(tmp_path: Path) -> None:
 
     assert "Revert cmd: ./undo.sh" in reply
     assert "Timeout: 90 s" in reply
+
+
+async def test_reload_repeats_step_notices(tmp_path: Path) -> None:
+    bot = Bot(tmp_path, PROGRAM_FLOW, allow_exec=False)
+    await bot.start()
+    await bot.say("clockProcessing on")
+    await bot.daemon.tick()
+
+    await bot.say("reload")
+    await bot.say("clockProcessing on")
+    await bot.daemon.tick()
+
+    assert bot.heard().count("programs may not run: wfengine.allowExec is false") == 2

@@ -624,6 +624,8 @@ class Daemon:
         if old is not None and self._change is not None:
             self._change.ended_runs.append(old)
         self.runs[run.name] = run
+        # A new run of the flow announces again what its steps cannot do.
+        self.reported.pop(run.name, None)
         if self._change is not None:
             self._change.new_runs.append(run)
 
