@@ -1,4 +1,4 @@
-"""What makes a flow run itself: the tick, program owners, step commands and step mail.
+"""The automation that makes a flow run itself: the tick, program owners, step commands, mail.
 
 `plan_pass` is the synchronous part of one tick for one run. It lets the clocks act
 (`thehat.clockwork`), starts the steps that programs own and returns the commands to launch.
@@ -376,7 +376,7 @@ class Automation:
             result = await run_command(spec, relay)
         except (ValueError, OSError) as exc:
             # Flow checks keep NUL characters and overlong text out, so this is a bug or a
-            # value from an older store; the step must still get a result.
+            # value from an older store. The step must still get a result.
             log.error("%s of flow %s could not start: %s", launch.label, launch.run_name, exc)
             result = CommandResult(None, False, str(exc), (), 0, 0.0, launch.timeout)
         await self._finished(launch, result)
