@@ -350,7 +350,8 @@ class Automation:
         try:
             await send_step_mail(settings, mail)
         except MailError as exc:
-            log.warning("%s of flow %s failed: %s", mail_text, run_name, exc)
+            # thehat.mail has logged the failure as a warning already.
+            log.info("%s of flow %s failed: %s", mail_text, run_name, exc)
             await self.daemon.announce(run_name, [f"Sending the {mail_text} failed: {exc}"])
             await self.daemon.record(run_name, "mail", f"send {mail_text}", "failed", str(exc))
             return
