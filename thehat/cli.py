@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from frontends.base import Frontend
 from frontends.tty import TerminalFrontend
 from thehat import __version__
+from thehat.cli_convert import add_parsers as add_convert_parsers
 from thehat.config import Config, load_config
 from thehat.daemon import Daemon, open_daemon
 from thehat.datadir import DataDirectory
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", metavar="FILE", default="-",
                         help="file to write (default: standard output)")
     render.set_defaults(handler=run_render, default_log_level="WARNING")
+
+    add_convert_parsers(subcommands, common)
 
     version = subcommands.add_parser("version", parents=[common], help="print the version")
     version.set_defaults(handler=run_version, default_log_level="WARNING")
