@@ -69,10 +69,11 @@ def test_original_command_words_exist() -> None:
         assert commands.lookup(word) is not None, word
 
 
-def test_later_words_say_not_available(chat: Chat) -> None:
-    for word in ("checkout x", "commit x"):
-        reply = chat.say(word)
-        assert "is not available yet" in reply, word
+def test_version_control_words_need_configuration(chat: Chat) -> None:
+    for line in ("checkout toast.flow", "commit toast.flow some message"):
+        reply = chat.say(line)
+        assert reply == ("No version control is configured: set wfengine.vcs (class Git or "
+                         "Subversion, root) in the configuration."), line
 
 
 def test_unknown_command_suggests(chat: Chat) -> None:

@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from thehat import __version__
@@ -495,19 +496,42 @@ def report(context: Context) -> None:
 
 # -- operations -------------------------------------------------------------------------------
 
-@command("ls", "ls", "List the flow files in the data directory.", "operations")
+@command("ls", "ls", "List the flow files in the data directory.", "operations",
+         details="With version control configured, the VCS column gives each file's status: "
+                 "unchanged, modified, added, untracked, conflict or ignored.")
 def ls(context: Context) -> None:
     flows = context.daemon.datadir.list_flows()
     if not flows:
         context.reply(f"No flow files in {context.daemon.datadir.root} yet; save one with "
                       "save <name>.")
         return
-    rows = [("NAME", "SIZE", "MODIFIED", "RUN")]
+    words, problem = vcs_words(context)
+    header = ["NAME", "SIZE", "MODIFIED", "RUN"]
+    rows = [header + ["VCS"] if words is not None else header]
     for info in flows:
         active = "active" if info.name in context.daemon.runs else ""
-        rows.append((info.name, str(info.size), format_time(info.modified, context.daemon.zone),
-                     active))
+        row = [info.name, str(info.size), format_time(info.modified, context.daemon.zone),
+               active]
+        if words is not None:
+            row.append(words.get(info.name + ".flow", "?"))
+        rows.append(row)
     context.reply(*format_table(rows))
+    if problem is not None:
+        context.reply(f"Version control: {problem}")
+
+
+def vcs_words(context: Context) -> tuple[dict[str, str] | None, str | None]:
+    """Return the status word of each flow file, or None and why there are none.
+
+    Both are None when no version control is configured.
+    """
+    daemon = context.daemon
+    if daemon.vcs is None:
+        return None, daemon.vcs_problem
+    try:
+        return daemon.vcs.status(), None
+    except CommandError as exc:
+        return None, str(exc)
 
 
 @command("load", "load <flow>", "Load a flow from the data directory and attach here.",
@@ -880,19 +904,88 @@ def exec_command(context: Context) -> None:
                   f"{command_line}")
 
 
-# -- words that later versions implement ------------------------------------------------------
+# -- version control --------------------------------------------------------------------------
 
-def _not_yet(what: str) -> Handler:
-    def handler(context: Context) -> None:
-        context.reply(f"{context.word} is not available yet: {what} arrive in a later version "
-                      "of thehat.")
-    return handler
+DEFAULT_COMMIT_MESSAGE: Final = "Update from thehat"
+MAX_COMMIT_MESSAGE: Final = 2000
 
 
-for _name, _usage, _summary, _section, _what in (
-    ("checkout", "checkout <path> [<branch>]", "Check out flows from version control.",
-     "editing", "version control commands"),
-    ("commit", "commit <path> [<message>]", "Commit flows to version control.", "editing",
-     "version control commands"),
-):
-    command(_name, _usage, _summary[:-1] + " (not available yet).", _section)(_not_yet(_what))
+def require_vcs_admin(context: Context, action: str) -> None:
+    if not context.admin:
+        raise CommandError(f"Only the admins listed in wfengine.admins can {action}; "
+                           f"{context.user} is not one of them.")
+
+
+def runs_unlike_files(context: Context, path: str) -> list[str]:
+    """Return the active runs whose flow file is under `path` and differs from the run's
+    definition (steps, gates and owners), because of edits in chat or of a new file."""
+    from thehat.flowfile import load_flow
+    from thehat.vcs.base import is_under
+
+    root = context.daemon.datadir.root.resolve()
+    names = []
+    for run in context.daemon.runs.values():
+        if run.source is None or root not in Path(run.source).parents:
+            continue
+        if not is_under(Path(run.source).relative_to(root).as_posix(), path):
+            continue
+        try:
+            same = load_flow(run.source) == run.flow()
+        except (TheHatError, OSError):
+            same = False
+        if not same:
+            names.append(run.name)
+    return sorted(names)
+
+
+@command("checkout", "checkout <path> [<branch>]",
+         "Take flow files from version control into the data directory (admins only).",
+         "operations",
+         details="The path is relative to the data directory; '.' is all of it. The first "
+                 "checkout makes the data directory a working copy of wfengine.vcs.root. After "
+                 "that, the repository's latest version of the path replaces the local one, "
+                 "local changes included, which is why only admins (wfengine.admins) may use "
+                 "it. 'checkout . <branch>' switches the data directory to another branch. "
+                 "Active runs go on from memory; say reload to use the new file.")
+def checkout(context: Context) -> None:
+    words = context.args.split()
+    if not words or len(words) > 2:
+        raise usage_error(context)
+    vcs = context.daemon.version_control()
+    require_vcs_admin(context, "check out flows, because that replaces files in the data "
+                               "directory")
+    path = vcs.checked_path(words[0])
+    context.reply(*vcs.checkout(path, words[1] if len(words) == 2 else None))
+    differing = runs_unlike_files(context, path)
+    if differing:
+        context.reply(f"The active runs of {', '.join(differing)} differ from their files now "
+                      "and go on as they are; say reload in their conversations to start over "
+                      "from the files.")
+
+
+@command("commit", "commit <path> [<message>]",
+         "Commit flow files of the data directory to version control (admins only).",
+         "operations",
+         details="The path is relative to the data directory ('.' is all of it); the message "
+                 f"is the rest of the line (default: {DEFAULT_COMMIT_MESSAGE}). New files under "
+                 "the path are added; deleted files are never deleted from the repository, and "
+                 "thehat's run store is never committed. Git commits are pushed at once. A "
+                 "commit records the files as last saved: say save first to include changes "
+                 "made in chat. Only admins (wfengine.admins) may commit.")
+def commit(context: Context) -> None:
+    words = context.args.split(None, 1)
+    if not words:
+        raise usage_error(context)
+    vcs = context.daemon.version_control()
+    require_vcs_admin(context, "commit flows")
+    message = words[1].strip() if len(words) == 2 else DEFAULT_COMMIT_MESSAGE
+    problem = text_problem(message, MAX_COMMIT_MESSAGE)
+    if problem is not None:
+        raise CommandError(f"The commit message {problem}; nothing was committed.")
+    path = vcs.checked_path(words[0])
+    context.reply(*vcs.commit(path, message, context.user))
+    unsaved = runs_unlike_files(context, path)
+    if unsaved:
+        context.reply(f"Note: the active runs of {', '.join(unsaved)} have changes made in chat "
+                      "since their last save, which are not in the files and so were not "
+                      "committed; say save, then commit again, to include them.")

@@ -36,6 +36,7 @@ from thehat.model import Flow, StepState
 from thehat.rendering import RenderService
 from thehat.status import event_lines, run_url, status_block
 from thehat.store import DATABASE_NAME, Change, JournalEntry, RunStore, SqliteStore, StoreError
+from thehat.vcs import VcsError, VersionControl, make_vcs
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,10 @@ class Daemon:
         # (step, reason) pairs each run has announced once, so they are not repeated.
         self.reported: dict[str, set[tuple[str, str]]] = {}
         self.automation = Automation(self)
+        self.vcs: VersionControl | None = None
+        # Why the configured version control could not be set up; the reply on every use.
+        self.vcs_problem: str | None = None
+        self._set_up_vcs()
         self._lock: asyncio.Lock | None = None
         self._change: Change | None = None
 
@@ -102,6 +107,27 @@ class Daemon:
         if self._lock is None:
             self._lock = asyncio.Lock()
         return self._lock
+
+    def _set_up_vcs(self) -> None:
+        """Build the configured version control; a broken setup is logged, not raised."""
+        engine = self.config.engine
+        try:
+            self.vcs = make_vcs(engine.vcs, engine.datadir)
+        except VcsError as exc:
+            self.vcs_problem = str(exc)
+            log.error("version control is not available: %s", exc)
+            return
+        if self.vcs is not None:
+            log.info("using %s version control for %s", self.vcs.label, engine.datadir)
+
+    def version_control(self) -> VersionControl:
+        """Return the configured version control; raise CommandError saying why there is none."""
+        if self.vcs is not None:
+            return self.vcs
+        if self.vcs_problem is not None:
+            raise CommandError(f"Version control is not available: {self.vcs_problem}")
+        raise CommandError("No version control is configured: set wfengine.vcs (class Git or "
+                           "Subversion, root) in the configuration.")
 
     # -- conversations ----------------------------------------------------------------------
 
