@@ -23,7 +23,6 @@ from tests.helpers import FakeClock
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PLANNER_DATA = Path(__file__).resolve().parent / "data" / "planner"
-ORIGINAL_EXAMPLES = REPOSITORY.parent / "shared" / "original-examples"
 VALID_PLANNER_FILES = ["nested", "dependencies", "resources", "notes", "no-declaration"]
 
 
@@ -433,27 +432,6 @@ def test_planner_import_runs_to_end(name: str, names: str) -> None:
     conversion = read_planner(name, names)
 
     run_to_end(conversion.flow)
-
-
-@pytest.mark.skipif(not ORIGINAL_EXAMPLES.is_dir(),
-                    reason="the original TheHat's examples are not beside the repository")
-@pytest.mark.parametrize("name", ["bendy", "clocks", "stopwatchSequence"])
-def test_original_planner_files_import(name: str) -> None:
-    path = ORIGINAL_EXAMPLES / f"{name}.planner"
-
-    conversion = import_planner(path.read_bytes(), str(path))
-
-    assert conversion.warnings == []
-    run_to_end(conversion.flow)
-    # The original's flow came from an older version that named steps after the tasks, so
-    # only the shape of the graph is compared.
-    original_path = ORIGINAL_EXAMPLES / f"{name}.planner.flow"
-    if not original_path.exists():
-        return
-    original = load_flow(original_path)
-    assert len(conversion.flow) == len(original)
-    assert ([len(step.gates) for step in conversion.flow]
-            == [len(step.gates) for step in original])
 
 
 # --------------------------------------------------------------------------------------------
