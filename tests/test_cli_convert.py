@@ -120,3 +120,24 @@ def test_export_refuses_path_outside_datadir(tmp_path: Path,
 
     assert status == 2
     assert "Invalid flow name" in capsys.readouterr().err
+
+
+def test_import_refuses_special_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["import", "planner", "/dev/zero", "-o", str(tmp_path / "z.flow")])
+
+    assert status == 2
+    assert "/dev/zero is not a regular file" in capsys.readouterr().err
+
+
+def test_import_refuses_oversized_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from thehat import cli_convert
+
+    monkeypatch.setattr(cli_convert, "MAX_FILE_BYTES", 100)
+
+    status = cli.main(["import", "planner", str(PLANNER / "nested.planner"), "-o",
+                       str(tmp_path / "big.flow")])
+
+    assert status == 2
+    assert "more than a flow file may be (100); nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "big.flow").exists()

@@ -15,6 +15,7 @@ import pytest
 from thehat.converters import (Conversion, ConversionError, export_mermaid, import_planner,
                                import_znode)
 from thehat.converters import conversion
+from thehat.converters.planner import MAX_NESTING
 from thehat.engine import Run
 from thehat.flowfile import load_flow
 from thehat.model import Flow, StepDef, StepState
@@ -126,8 +127,8 @@ def test_planner_summary_group_avoids_milestone_name() -> None:
     assert steps["task2"].groups == ("milestone-2",)
 
 
-def test_planner_deep_nesting_imports() -> None:
-    depth = 3000
+def test_planner_nesting_to_limit_imports() -> None:
+    depth = MAX_NESTING
     text = planner_project("".join(f'<task id="{i}" name="level {i}">' for i in range(depth))
                            + "</task>" * depth)
 
@@ -136,6 +137,15 @@ def test_planner_deep_nesting_imports() -> None:
     assert len(conversion.flow) == depth
     assert steps_of(conversion)["task0"].gates == ("task1",)
     run_to_end(conversion.flow)
+
+
+def test_planner_nesting_past_limit_rejected() -> None:
+    depth = MAX_NESTING + 1
+    text = planner_project("".join(f'<task id="{i}" name="level {i}">' for i in range(depth))
+                           + "</task>" * depth)
+
+    with pytest.raises(ConversionError, match=f"nested more than {MAX_NESTING} levels"):
+        import_planner(text, "deep.planner")
 
 
 # --------------------------------------------------------------------------------------------

@@ -659,3 +659,81 @@ def test_ls_skips_links_outside(tmp_path: Path) -> None:
     lines = say(daemon, "ls").splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["toast"]
     assert "secret" not in "\n".join(lines)
+
+
+# -- the run store and files that must never be published -------------------------------------
+
+@needs_git
+async def test_git_repository_tracking_store_refused(tmp_path: Path, git_remote: Path,
+                                                     closing: list[Daemon]) -> None:
+    seed = tmp_path / "seed"
+    (seed / "thehat.db").write_bytes(b"GARBAGE")
+    run("git", "add", "-f", "thehat.db", cwd=seed)
+    run("git", *SEEDER, "commit", "-q", "-m", "Track a store by mistake", cwd=seed)
+    run("git", "push", "-q", "origin", "HEAD:main", cwd=seed)
+    daemon = git_daemon(tmp_path, git_remote)
+    closing.append(daemon)
+    store = daemon.datadir.root / "thehat.db"
+    before = store.read_bytes()[:16]
+
+    reply = say(daemon, "checkout .")
+
+    assert "contains thehat.db, thehat's own run store" in reply
+    assert store.read_bytes()[:16] == before
+    assert not (daemon.datadir.root / ".git").exists()
+
+
+@needs_svn
+async def test_svn_repository_tracking_store_refused(tmp_path: Path, svn_root: str,
+                                                     closing: list[Daemon]) -> None:
+    (tmp_path / "junk").write_bytes(b"GARBAGE")
+    run("svn", "import", "-q", "--non-interactive", "-m", "Track a store by mistake",
+        tmp_path / "junk", svn_root + "/thehat.db")
+    daemon = make_daemon(tmp_path, VcsConfig("Subversion", svn_root))
+    closing.append(daemon)
+    store = daemon.datadir.root / "thehat.db"
+    before = store.read_bytes()[:16]
+
+    reply = say(daemon, "checkout .")
+
+    assert "contains thehat.db, thehat's own run store" in reply
+    assert store.read_bytes()[:16] == before
+
+
+@needs_git
+async def test_git_commit_adds_only_flow_files(tmp_path: Path, git_remote: Path,
+                                               closing: list[Daemon]) -> None:
+    daemon = git_daemon(tmp_path, git_remote)
+    closing.append(daemon)
+    datadir = daemon.datadir.root
+    say(daemon, "checkout .")
+    outside = tmp_path / "outside.flow"
+    save_flow(second_flow(), outside)
+    (datadir / "linked.flow").symlink_to(outside)
+    (datadir / ".env").write_text("PASSWORD=x\n", encoding="utf-8")
+    (datadir / "secret.txt").write_text("x\n", encoding="utf-8")
+    save_flow(second_flow(), datadir / "new.flow")
+
+    reply = say(daemon, "commit . add the new flow")
+    files = run("git", f"--git-dir={git_remote}", "ls-tree", "--name-only", "main").split()
+
+    assert "Committed . as" in reply
+    assert "new.flow" in files
+    assert not {"linked.flow", ".env", "secret.txt", "thehat.db"} & set(files)
+
+
+@needs_svn
+async def test_svn_relative_datadir(tmp_path: Path, svn_root: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = Config(engine=EngineConfig(datadir=Path("data"), timezone="UTC",
+                                        vcs=VcsConfig("Subversion", svn_root)))
+    daemon = open_daemon(config, FakeClock())
+    try:
+        say(daemon, "checkout .")
+
+        assert (tmp_path / "data" / "toast.flow").is_file()
+        assert not (tmp_path / "data" / "data").exists()
+        assert "Loaded workflow 'toast'" in say(daemon, "load toast")
+    finally:
+        await daemon.close()

@@ -17,7 +17,7 @@ from typing import Final
 from thehat.config import load_config
 from thehat.datadir import DataDirectory
 from thehat.errors import TheHatError
-from thehat.flowfile import load_flow, save_flow
+from thehat.flowfile import MAX_FILE_BYTES, dump_flow, load_flow, save_flow
 from thehat.model import Flow
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,17 @@ def run_import(args: argparse.Namespace) -> int:
         raise TheHatError(f"{target} exists; give --force to replace it, or -o another file")
     for warning in conversion.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    size = len(dump_flow(conversion.flow).encode("utf-8"))
+    if size > MAX_FILE_BYTES:
+        raise TheHatError(f"the flow made from {source} would be {size:,} bytes, more than a "
+                          f"flow file may be ({MAX_FILE_BYTES:,}); nothing was written. Split "
+                          "the plan into several flows.")
     try:
         save_flow(conversion.flow, target)
     except OSError as exc:
         raise TheHatError(f"cannot write {target}: {exc.strerror}") from exc
-    print(f"Wrote {len(conversion.flow)} steps to {target}")
+    count = len(conversion.flow)
+    print(f"Wrote {count} {'step' if count == 1 else 'steps'} to {target}")
     log.info("imported %s as %s (%d warnings)", source, target, len(conversion.warnings))
     return 0
 
@@ -104,13 +110,17 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _read_input(path: Path) -> bytes:
+    """Read a regular file of at most MAX_INPUT_BYTES, without trusting its reported size."""
     try:
-        size = path.stat().st_size
-        if size > MAX_INPUT_BYTES:
-            raise TheHatError(f"{path} is {size:,} bytes; the limit is {MAX_INPUT_BYTES:,}")
-        return path.read_bytes()
+        if not path.is_file():
+            raise TheHatError(f"{path} is not a regular file; give the file to import")
+        with path.open("rb") as file:
+            data = file.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise TheHatError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_INPUT_BYTES:
+        raise TheHatError(f"{path} is larger than {MAX_INPUT_BYTES:,} bytes, the limit")
+    return data
 
 
 def _text(data: bytes, path: Path) -> str:

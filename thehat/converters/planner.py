@@ -42,6 +42,8 @@ from thehat.model import FILE_KEYS, StepDef
 
 NOTE_KEYS: Final = frozenset(FILE_KEYS) - {"step"}
 MILESTONE_GROUP: Final = "milestone"
+# Summary tasks nested deeper than this are rejected.
+MAX_NESTING: Final = 50
 DEPENDENCY_TYPES: Final = {
     "FS": "finish-to-start",
     "SS": "start-to-start",
@@ -138,11 +140,17 @@ def _read_tasks(document: XmlDocument, source: str) -> list[_Task]:
     tasks: list[_Task] = []
     seen: dict[str, int] = {}
     # Depth-first without recursion, because Planner files may nest tasks deeply.
-    stack: list[tuple[ElementTree.Element, _Task | None]] = [
-        (element, None) for element in reversed(_elements(document.root.find("tasks"), "task"))]
+    stack: list[tuple[ElementTree.Element, _Task | None, int]] = [
+        (element, None, 1)
+        for element in reversed(_elements(document.root.find("tasks"), "task"))]
     while stack:
-        element, parent = stack.pop()
+        element, parent, depth = stack.pop()
         line = document.line(element)
+        if depth > MAX_NESTING:
+            # Every level adds a group to each step inside it, so deeper plans would make
+            # flows that grow with the square of the depth.
+            raise ConversionError(f"{source}:{line}: tasks are nested more than {MAX_NESTING} "
+                                  "levels deep; flatten the plan in Planner and import again")
         task_id = element.get("id", "").strip()
         if not task_id:
             raise ConversionError(f"{source}:{line}: a <task> has no id attribute")
@@ -158,7 +166,7 @@ def _read_tasks(document: XmlDocument, source: str) -> list[_Task]:
         tasks.append(task)
         if parent is not None:
             parent.children.append(task)
-        stack.extend((child, task) for child in reversed(element.findall("task")))
+        stack.extend((child, task, depth + 1) for child in reversed(element.findall("task")))
 
     for task in reversed(tasks):
         last = task.children[-1].last_descendant if task.children else task.position

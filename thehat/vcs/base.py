@@ -131,6 +131,47 @@ def check_path(root: Path, path: str) -> str:
     return trimmed
 
 
+def committable_files(root: Path, path: str) -> list[str]:
+    """Return the flow files under `path` that a commit may add, relative to `root`.
+
+    Only regular `.flow` files count: no symbolic link (it could point out of the data
+    directory), no hidden file or directory, no other file. Sorted, with `/` separators.
+    """
+    start = root / path
+    if start.is_symlink():
+        return []
+    if start.is_file():
+        candidates = [start]
+    else:
+        candidates = [Path(folder) / name for folder, directories, names in os.walk(start)
+                      for name in names]
+    files = []
+    for candidate in candidates:
+        relative = candidate.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if candidate.suffix != FLOW_SUFFIX or candidate.is_symlink() or not candidate.is_file():
+            continue
+        # A directory on the way may be a symbolic link too; os.walk does not follow those,
+        # but a path typed in chat might go through one.
+        if any((root / Path(*relative.parts[:index])).is_symlink()
+               for index in range(1, len(relative.parts))):
+            continue
+        files.append(relative.as_posix())
+    return sorted(files)
+
+
+def store_problem(tracked: list[str], root: str) -> str | None:
+    """Return why a repository that tracks thehat's store files cannot be used, or None."""
+    found = sorted(name for name in tracked if name in STORE_FILES)
+    if not found:
+        return None
+    return (f"The repository {root} contains {', '.join(found)}, thehat's own run store, which "
+            "a checkout or commit would overwrite; nothing was changed. Remove it from the "
+            "repository (for git: git rm --cached thehat.db; for Subversion: svn delete), "
+            "commit that, then try again.")
+
+
 def is_under(name: str, path: str) -> bool:
     """Tell whether the relative file `name` is `path` or lies in directory `path`.
 

@@ -16,7 +16,8 @@ import logging
 import shutil
 from typing import ClassVar, Final
 
-from thehat.vcs.base import (IGNORED_NAMES, WHOLE_DIRECTORY, Conflict, Result, VcsError,
+from thehat.vcs.base import (IGNORED_NAMES, STORE_FILES, WHOLE_DIRECTORY, committable_files,
+                             store_problem, Conflict, Result, VcsError,
                              VersionControl, branch_problem, clean_author, conflict_message,
                              is_under)
 
@@ -99,6 +100,7 @@ class Git(VersionControl):
             if name not in branches:
                 raise VcsError(f"The repository {self.shown_root} has no branch {name}; its "
                                f"branches: {', '.join(branches)}.")
+            self._refuse_store(f"{REMOTE}/{name}")
             self._checkout_branch(name)
         except BaseException:
             # Only the .git directory made above goes, so a later checkout starts afresh.
@@ -121,6 +123,11 @@ class Git(VersionControl):
         if not local and not self._ref_exists(f"refs/remotes/{REMOTE}/{branch}"):
             raise VcsError(f"The repository {self.shown_root} has no branch {branch}; its "
                            f"branches: {', '.join(self._remote_branches()) or 'none'}.")
+        # The local branch is checked out, then fast-forwarded to the repository's.
+        if local:
+            self._refuse_store(branch)
+        if self._ref_exists(f"refs/remotes/{REMOTE}/{branch}"):
+            self._refuse_store(f"{REMOTE}/{branch}")
         if local:
             result = self.git(["checkout", "-q", branch, "--"], check=False)
             if result.returncode != 0:
@@ -140,6 +147,7 @@ class Git(VersionControl):
             known = ", ".join(self._remote_branches()) or "none yet; commit creates one"
             raise VcsError(f"The repository {self.shown_root} has no branch {target}; its "
                            f"branches: {known}.")
+        self._refuse_store(remote)
         if path != WHOLE_DIRECTORY and self.git(["cat-file", "-e", f"{remote}:{path}"],
                                                 check=False).returncode != 0:
             raise VcsError(f"{path} is not in branch {target} of the repository "
@@ -156,6 +164,13 @@ class Git(VersionControl):
         if target == current:
             lines += self._fast_forward(current)
         return lines
+
+    def _refuse_store(self, ref: str) -> None:
+        """Raise VcsError when `ref` tracks a store file, which git would write over ours."""
+        listed = self.git(["ls-tree", "--name-only", ref, "--", *STORE_FILES], "ls-tree")
+        problem = store_problem(listed.stdout.split(), self.shown_root)
+        if problem is not None:
+            raise VcsError(problem)
 
     def _checkout_branch(self, name: str) -> None:
         result = self.git(["checkout", "-q", "-B", name, "--track", f"{REMOTE}/{name}", "--"],
@@ -206,8 +221,13 @@ class Git(VersionControl):
             raise VcsError(f"{path} does not exist in the data directory; ls lists the flow "
                            "files.")
         branch = self._current_branch()
-        # New and changed files are staged; deleted ones are not, so commits never delete.
-        self.git(["add", "--ignore-removal", "--", path], action="add")
+        if self._ref_exists("HEAD"):
+            self._refuse_store("HEAD")
+        # New and changed flow files are staged; deleted ones are not, so commits never
+        # delete. Symbolic links, hidden files and other files are never added.
+        files = committable_files(self.datadir, path)
+        if files:
+            self.git(["add", "--ignore-removal", "--", *files], action="add")
         staged = self._staged()
         outside = [name for name in staged if not is_under(name, path)]
         if outside:
@@ -233,6 +253,8 @@ class Git(VersionControl):
         """Rebase the new commit onto the repository's newest one if needed, then push it."""
         self._fetch()
         remote = f"{REMOTE}/{branch}"
+        if self._ref_exists(f"refs/remotes/{remote}"):
+            self._refuse_store(remote)
         if self._ref_exists(f"refs/remotes/{remote}") and self.git(
                 ["merge-base", "--is-ancestor", remote, "HEAD"], check=False).returncode != 0:
             result = self.git(["rebase", "-q", "--autostash", remote], check=False)

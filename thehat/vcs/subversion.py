@@ -20,7 +20,8 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import ClassVar, Final
 
-from thehat.vcs.base import (DEFAULT_TIMEOUT, IGNORED_NAMES, WHOLE_DIRECTORY, Conflict, Result,
+from thehat.vcs.base import (DEFAULT_TIMEOUT, IGNORED_NAMES, WHOLE_DIRECTORY, committable_files,
+                             store_problem, Conflict, Result,
                              VcsError, VersionControl, branch_problem, clean_author,
                              conflict_message, is_under, url_credentials)
 
@@ -110,7 +111,11 @@ class Subversion(VersionControl):
                            f"{exc.strerror}.") from exc
         # --force lets files already in the directory (the store, local flows) stay. A local
         # flow that the repository also has becomes a modified file of the working copy.
-        result = self.svn(["checkout", "--force", "--", url, str(self.datadir)], check=False)
+        self._refuse_store(url)
+        # The client runs in the data directory, so "." is the data directory itself however
+        # wfengine.datadir was written. Externals would fetch URLs the repository names.
+        result = self.svn(["checkout", "--force", "--ignore-externals", "--", url, "."],
+                          check=False)
         if result.returncode != 0:
             shutil.rmtree(self.datadir / ".svn", ignore_errors=True)
             raise self._missing_branch(branch, url, result) or self.failure("checkout", result)
@@ -135,7 +140,8 @@ class Subversion(VersionControl):
                            f"{branch}: commit them, or say checkout <path> to drop them, then "
                            "switch again.")
         url = self.branch_url(branch)
-        result = self.svn(["switch", "--", url, "."], check=False)
+        self._refuse_store(url)
+        result = self.svn(["switch", "--ignore-externals", "--", url, "."], check=False)
         if result.returncode != 0:
             raise self._missing_branch(branch, url, result) or self.failure("switch", result)
         log.info("switched %s to %s", self.datadir, self.mask(url))
@@ -147,7 +153,9 @@ class Subversion(VersionControl):
                           if is_under(name, path) and word in ("modified", "conflict"))
         # Update first (an unversioned file in the way becomes a local change), then revert,
         # so every versioned file under `path` ends up as the repository has it.
-        result = self.svn(["update", "--force", "--", path], action="update")
+        self._refuse_store(self._working_url())
+        result = self.svn(["update", "--force", "--ignore-externals", "--", path],
+                          action="update")
         self.svn(["revert", "-R", "-q", "--", path], action="revert")
         if path != WHOLE_DIRECTORY and not (self.datadir / path).exists():
             raise VcsError(f"{path} is not in the repository {self.mask(self.branch_url(None))}; "
@@ -159,6 +167,17 @@ class Subversion(VersionControl):
             lines.append(f"The repository's version replaced the local changes of "
                          f"{', '.join(replaced)}.")
         return lines
+
+    def _refuse_store(self, url: str) -> None:
+        """Raise VcsError when the repository at `url` holds a store file at its top."""
+        result = self.svn(["list", "--", url], check=False)
+        if result.returncode != 0:
+            # A missing URL is reported by the command that follows, in its own words.
+            return
+        problem = store_problem([line.strip() for line in result.stdout.splitlines()],
+                                self.mask(url))
+        if problem is not None:
+            raise VcsError(problem)
 
     def _missing_branch(self, branch: str | None, url: str, result: Result) -> VcsError | None:
         text = result.output.lower()
@@ -175,8 +194,12 @@ class Subversion(VersionControl):
         if not (self.datadir / path).exists():
             raise VcsError(f"{path} does not exist in the data directory; ls lists the flow "
                            "files.")
-        # New files are added; deleted ones are never scheduled for deletion.
-        self.svn(["add", "--force", "--parents", "-q", "--", path], action="add")
+        self._refuse_store(self._working_url())
+        # New flow files are added; deleted ones are never scheduled for deletion. Symbolic
+        # links, hidden files and other files are never added.
+        files = committable_files(self.datadir, path)
+        if files:
+            self.svn(["add", "--force", "--parents", "-q", "--", *files], action="add")
         pending = sorted(name for name, word in self.changes().items()
                          if is_under(name, path) and word not in ("untracked", "ignored"))
         if not pending:
