@@ -603,3 +603,17 @@ def test_mermaid_title_front_matter() -> None:
 
     assert text.startswith('---\ntitle: "Night \\"upgrade\\" ---"\n---\nflowchart TD\n')
     assert text.endswith('    s0["a"]\n')
+
+
+def test_znode_connection_without_end() -> None:
+    text = znode([{"id": 1, "txt": "a"}], [{"nodeA": 1}])
+
+    with pytest.raises(ConversionError, match="connection 1 has no nodeB"):
+        import_znode(text, "graph.json")
+
+
+def test_znode_number_text_warned() -> None:
+    conversion = import_znode(znode([{"id": 1, "txt": 5}], []), "graph.json")
+
+    assert conversion.warnings == ["node 1: the text is int 5, not text, so step task1 has no "
+                                   "description"]

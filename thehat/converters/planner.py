@@ -102,7 +102,10 @@ def import_planner(text: str | bytes, source: str,
 
     warnings: list[str] = []
     version = root.get("mrproject-version")
-    if version != "2":
+    if version is None:
+        warnings.append("the file has no mrproject-version; this import reads version 2, so "
+                        "check the result")
+    elif version != "2":
         warnings.append(f"the file has mrproject-version {version!r}; this import reads "
                         "version 2, so check the result")
     tasks = _read_tasks(document, source)

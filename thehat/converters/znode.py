@@ -54,6 +54,9 @@ def import_znode(text: str | bytes, source: str) -> Conversion:
         for key in ("nodeA", "nodeB"):
             node_id = _node_id(connection.get(key))
             end = by_id.get(node_id) if node_id is not None else None
+            if key not in connection:
+                raise ConversionError(f"{source}: connection {index} has no {key}; give the "
+                                      "ids of both nodes it joins")
             if end is None:
                 raise ConversionError(f"{source}: connection {index} names missing node "
                                       f"{connection.get(key)!r} as {key}")
@@ -135,8 +138,12 @@ def _read_nodes(items: list[object], source: str, warnings: list[str]) -> list[_
 
 
 def _read_text(value: object, index: int, node_id: str, warnings: list[str]) -> _Node:
-    text = value.replace("\\n", "\n") if isinstance(value, str) else ""
     default_name = f"task{node_id}"
+    if value is not None and not isinstance(value, str):
+        warnings.append(f"node {node_id}: the text is {type(value).__name__} {value!r}, not "
+                        f"text, so step {default_name} has no description")
+        return _Node(index, node_id, default_name, {}, ())
+    text = value.replace("\\n", "\n") if value is not None else ""
     if not text.strip():
         warnings.append(f"node {node_id}: the text is empty, so step {default_name} has no "
                         "description")
