@@ -28,6 +28,8 @@ from thehat.errors import CommandError
 log = logging.getLogger(__name__)
 
 # Seconds one client command may take; network operations of a large repository fit well in it.
+# NOTE: commands run in the daemon's command worker thread, so a slow server holds other
+# commands and the tick until the client ends or this timeout kills it.
 DEFAULT_TIMEOUT: Final = 120.0
 WHOLE_DIRECTORY: Final = "."
 # The run store and the lock of the daemon: never added, committed or listed as changes.
