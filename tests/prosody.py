@@ -14,7 +14,6 @@ this module only ever runs prosody with `--config` and prosodyctl with `--config
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from tests.servers import HOST, find_program, free_port
+from tests.servers import HOST, find_program, free_port, stop_process
 
 DOMAIN: Final = "localhost"
 MUC_DOMAIN: Final = "conference.localhost"
 START_TIMEOUT: Final = 15.0
-STOP_TIMEOUT: Final = 5.0
 START_ATTEMPTS: Final = 3
 PEOPLE: Final = ("alice", "bob", "carol", "thehat")
 
@@ -202,19 +200,10 @@ Component "{MUC_DOMAIN}" "muc"
         return "\n".join(texts)
 
     def stop(self) -> None:
-        """Stop the process by its PID: SIGTERM, then SIGKILL after STOP_TIMEOUT seconds."""
-        process = self.process
-        if process is None:
-            return
-        self.process = None
-        if process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
+        """Stop the process by its PID (see `stop_process`)."""
+        process, self.process = self.process, None
+        if process is not None:
+            stop_process(process)
 
     def remove(self) -> None:
         """Stop the server and delete its directory."""

@@ -9,6 +9,7 @@ client); 0 turns throttling off.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,7 +19,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Protocol, TypeVar
 
 HOST: Final = "127.0.0.1"
 SERVER_NAME: Final = "irc.localhost"
@@ -27,6 +29,48 @@ SBIN_DIRECTORIES: Final = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 START_TIMEOUT: Final = 15.0
 STOP_TIMEOUT: Final = 5.0
 START_ATTEMPTS: Final = 3
+
+
+class Server(Protocol):
+    """A test server that a fixture starts and removes."""
+
+    def start(self) -> None: ...
+
+    def remove(self) -> None: ...
+
+
+ServerType = TypeVar("ServerType", bound=Server)
+
+
+@contextlib.contextmanager
+def started_servers(server_class: Callable[..., ServerType]
+                    ) -> Iterator[Callable[..., ServerType]]:
+    """Yield a factory of started servers, and remove every one it made on exit."""
+    servers: list[ServerType] = []
+
+    def make(**options: Any) -> ServerType:
+        server = server_class(**options)
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.remove()
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server process by its PID: SIGTERM, then SIGKILL after STOP_TIMEOUT seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT)
 
 
 def find_program(name: str) -> str | None:
@@ -171,19 +215,10 @@ class NgircdServer:
             return ""
 
     def stop(self) -> None:
-        """Stop the process by its PID: SIGTERM, then SIGKILL after STOP_TIMEOUT seconds."""
-        process = self.process
-        if process is None:
-            return
-        self.process = None
-        if process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
+        """Stop the process by its PID (see `stop_process`)."""
+        process, self.process = self.process, None
+        if process is not None:
+            stop_process(process)
 
     def remove(self) -> None:
         """Stop the server and delete its directory."""

@@ -26,7 +26,7 @@ from thehat.flowfile import save_flow
 
 from tests.frontends.irc_client import TIMEOUT, ChatClient
 from tests.helpers import toast_flow
-from tests.servers import HOST, NgircdServer, find_program
+from tests.servers import HOST, NgircdServer, find_program, started_servers
 from tests.tls import CertificateFiles, make_certificates
 
 STOP_TIMEOUT = 15.0
@@ -75,17 +75,8 @@ def throttled_ircd(ngircd_program: str) -> Iterator[NgircdServer]:
 @pytest.fixture
 def new_ircd(ngircd_program: str) -> Iterator[Callable[..., NgircdServer]]:
     """Return a factory of started servers; each one is stopped after the test."""
-    servers: list[NgircdServer] = []
-
-    def make(**options: Any) -> NgircdServer:
-        server = NgircdServer(**options)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in servers:
-        server.remove()
+    with started_servers(NgircdServer) as make:
+        yield make
 
 
 @pytest.fixture

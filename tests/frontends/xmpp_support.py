@@ -26,7 +26,7 @@ from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon, open_daemon
 
 from tests.prosody import DOMAIN, MUC_DOMAIN, ProsodyServer, password_for
-from tests.servers import HOST, find_program
+from tests.servers import HOST, find_program, started_servers
 from tests.tls import CertificateFiles
 
 TIMEOUT = 10.0
@@ -63,17 +63,8 @@ def tls_prosody(prosody_program: str, certificates: CertificateFiles
 @pytest.fixture
 def new_prosody(prosody_program: str) -> Iterator[Callable[..., ProsodyServer]]:
     """Return a factory of started servers; each one is stopped after the test."""
-    servers: list[ProsodyServer] = []
-
-    def make(**options: Any) -> ProsodyServer:
-        server = ProsodyServer(**options)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in servers:
-        server.remove()
+    with started_servers(ProsodyServer) as make:
+        yield make
 
 
 @pytest.fixture
