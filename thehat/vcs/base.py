@@ -28,7 +28,7 @@ from thehat.errors import CommandError
 log = logging.getLogger(__name__)
 
 # Seconds one client command may take; network operations of a large repository fit well in it.
-# NOTE: commands run in the daemon's command worker thread, so a slow server holds other
+# NOTE: commands run in the daemon's command worker thread, so a slow server blocks other
 # commands and the tick until the client ends or this timeout kills it.
 DEFAULT_TIMEOUT: Final = 120.0
 WHOLE_DIRECTORY: Final = "."
@@ -154,8 +154,8 @@ def committable_files(root: Path, path: str) -> list[str]:
             continue
         if candidate.suffix != FLOW_SUFFIX or candidate.is_symlink() or not candidate.is_file():
             continue
-        # A directory on the way may be a symbolic link too; os.walk does not follow those,
-        # but a path typed in chat might go through one.
+        # os.walk does not follow linked directories, but a path typed in chat may pass
+        # through one, so every directory on the way is checked too.
         if any((root / Path(*relative.parts[:index])).is_symlink()
                for index in range(1, len(relative.parts))):
             continue
@@ -268,7 +268,6 @@ class VersionControl(ABC):
     def is_working_copy(self) -> bool:
         """Tell whether the data directory is a working copy of this kind."""
 
-    @abstractmethod
     def checkout(self, path: str, branch: str | None) -> list[str]:
         """Bring `path` to the repository's version and return the reply lines.
 
@@ -276,6 +275,20 @@ class VersionControl(ABC):
         whatever `path` is). Otherwise the repository's latest version of `path` replaces the
         local one, local changes included; with a `branch` and path `.`, switch to that branch.
         """
+        if branch is not None and (problem := branch_problem(branch)) is not None:
+            raise VcsError(problem + ".")
+        path = self.checked_path(path)
+        if not self.is_working_copy():
+            return self._first_checkout(branch)
+        return self._checkout_in_copy(path, branch)
+
+    @abstractmethod
+    def _first_checkout(self, branch: str | None) -> list[str]:
+        """Make the data directory a working copy of `branch` (None: the default)."""
+
+    @abstractmethod
+    def _checkout_in_copy(self, path: str, branch: str | None) -> list[str]:
+        """Update a checked `path` of the working copy, or switch it to `branch`."""
 
     @abstractmethod
     def commit(self, path: str, message: str, author: str) -> list[str]:

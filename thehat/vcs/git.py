@@ -16,10 +16,9 @@ import logging
 import shutil
 from typing import ClassVar, Final
 
-from thehat.vcs.base import (IGNORED_NAMES, STORE_FILES, WHOLE_DIRECTORY, committable_files,
-                             store_problem, Conflict, Result, VcsError,
-                             VersionControl, branch_problem, clean_author, conflict_message,
-                             is_under)
+from thehat.vcs.base import (IGNORED_NAMES, STORE_FILES, WHOLE_DIRECTORY, Conflict, Result,
+                             VcsError, VersionControl, clean_author, committable_files,
+                             conflict_message, is_under, store_problem)
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +64,7 @@ class Git(VersionControl):
 
     # -- checkout ---------------------------------------------------------------------------
 
-    def checkout(self, path: str, branch: str | None) -> list[str]:
-        if branch is not None and (problem := branch_problem(branch)) is not None:
-            raise VcsError(problem + ".")
-        path = self.checked_path(path)
-        if not self.is_working_copy():
-            return self._first_checkout(branch)
+    def _checkout_in_copy(self, path: str, branch: str | None) -> list[str]:
         if branch is not None and path == WHOLE_DIRECTORY:
             return self._switch(branch)
         return self._update(path, branch)

@@ -20,10 +20,9 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import ClassVar, Final
 
-from thehat.vcs.base import (DEFAULT_TIMEOUT, IGNORED_NAMES, WHOLE_DIRECTORY, committable_files,
-                             store_problem, Conflict, Result,
-                             VcsError, VersionControl, branch_problem, clean_author,
-                             conflict_message, is_under, url_credentials)
+from thehat.vcs.base import (DEFAULT_TIMEOUT, IGNORED_NAMES, WHOLE_DIRECTORY, Conflict, Result,
+                             VcsError, VersionControl, clean_author, committable_files,
+                             conflict_message, is_under, store_problem, url_credentials)
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +88,7 @@ class Subversion(VersionControl):
 
     # -- checkout ---------------------------------------------------------------------------
 
-    def checkout(self, path: str, branch: str | None) -> list[str]:
-        if branch is not None and (problem := branch_problem(branch)) is not None:
-            raise VcsError(problem + ".")
-        path = self.checked_path(path)
-        if not self.is_working_copy():
-            return self._first_checkout(branch)
+    def _checkout_in_copy(self, path: str, branch: str | None) -> list[str]:
         if branch is not None:
             if path != WHOLE_DIRECTORY:
                 raise VcsError(f"In a Subversion working copy a branch applies to the whole "
@@ -169,7 +163,7 @@ class Subversion(VersionControl):
         return lines
 
     def _refuse_store(self, url: str) -> None:
-        """Raise VcsError when the repository at `url` holds a store file at its top."""
+        """Raise VcsError when the repository at `url` contains a store file at its top."""
         result = self.svn(["list", "--", url], check=False)
         if result.returncode != 0:
             # A missing URL is reported by the command that follows, in its own words.
