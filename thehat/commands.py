@@ -22,7 +22,8 @@ from thehat.clocks import PROGRAM_PREFIX, parse_clock_owner
 from thehat.engine import Run, UnknownStep
 from thehat.errors import CommandError, FlowError, Refusal, TheHatError
 from thehat.events import Event
-from thehat.model import MAX_COMMAND_CHARACTERS, MAX_TIMEOUT, StepDef, text_problem
+from thehat.model import (MAX_COMMAND_CHARACTERS, MAX_TIMEOUT, StepDef, parse_timeout,
+                          text_problem)
 from thehat.names import did_you_mean, name_problem
 from thehat.status import event_lines, format_table, format_time, status_block
 
@@ -707,11 +708,8 @@ def set_property(context: Context) -> None:
 
 
 def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds <= MAX_TIMEOUT:
+    seconds = parse_timeout(value)
+    if seconds is None:
         raise Refusal(f"The timeout {value!r} is not a number of seconds greater than 0 and at "
                       f"most {MAX_TIMEOUT}; give one, such as 300, or nothing to use the "
                       "default.")

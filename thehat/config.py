@@ -270,13 +270,10 @@ def _count(value: Any, key: str, source: str) -> int:
 
 
 def _timeout(value: Any, source: str) -> float:
-    from thehat.model import MAX_TIMEOUT
+    from thehat.model import MAX_TIMEOUT, parse_timeout
 
-    try:
-        seconds = float(str(value).strip())
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds <= MAX_TIMEOUT:
+    seconds = parse_timeout(value)
+    if seconds is None:
         raise ConfigError(f"{source}: wfengine.commandTimeout is {value!r}; use a number of "
                           f"seconds greater than 0 and at most {MAX_TIMEOUT}")
     return seconds

@@ -41,7 +41,7 @@ from yaml.scanner import Scanner
 from thehat.errors import FlowError, Problem, TheHatError
 from thehat.flowscan import compose_plain_layout
 from thehat.model import (FILE_KEYS, MAX_TIMEOUT, NUMBER_KEYS, OPTIONAL_KEYS, RECIPIENT_KEYS,
-                          TEXT_KEYS, Flow, StepDef, graph_problems)
+                          TEXT_KEYS, Flow, StepDef, graph_problems, parse_timeout)
 from thehat.names import did_you_mean
 
 log = logging.getLogger(__name__)
@@ -424,11 +424,8 @@ def _read_seconds(key: str, node: Node, step: str | None,
     text = _read_text(key, node, step, problems)
     if text is None:
         return None
-    try:
-        seconds = float(text.strip())
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds <= MAX_TIMEOUT:
+    seconds = parse_timeout(text)
+    if seconds is None:
         problems.append(Problem(f"key {key!r} is {text!r}; give a number of seconds greater "
                                 f"than 0 and at most {MAX_TIMEOUT}, such as 300", _line(node),
                                 step))

@@ -118,6 +118,19 @@ RECIPIENT_KEYS: Final = frozenset({"notifyAtStart", "notifyAtFinish"})
 NAME_LIST_KEYS: Final = frozenset({"group", "gates"})
 
 
+def parse_timeout(value: object) -> float | None:
+    """Read a timeout: seconds greater than 0 and at most MAX_TIMEOUT, else None.
+
+    >>> parse_timeout(" 90.5 "), parse_timeout("0"), parse_timeout("soon")
+    (90.5, None, None)
+    """
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        return None
+    return seconds if 0 < seconds <= MAX_TIMEOUT else None
+
+
 def find_cycle(gates: Mapping[str, Iterable[str]]) -> list[str] | None:
     """Return one cycle of the gate graph as a path that ends where it starts, or None.
 
