@@ -13,7 +13,7 @@ from typing import Final
 
 from thehat.clocks import PROGRAM_PREFIX, parse_clock_owner
 from thehat.clockwork import clock_end_time, next_clock_time
-from thehat.engine import Run
+from thehat.engine import Run, RunStep
 from thehat.events import Event, EventKind
 from thehat.model import StepState
 
@@ -111,6 +111,7 @@ def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | Non
         else:
             lines.append("All steps completed!")
         return lines
+    everything = actionable
     hidden = 0
     if limit and len(actionable) > limit:
         hidden = len(actionable) - limit
@@ -128,17 +129,20 @@ def status_block(run: Run | None, header: str, now: datetime, zone: tzinfo | Non
     if hidden:
         lines.append(f"... and {hidden} more steps need attention; say status to list them "
                      "all.")
-    lines.extend(_automation_lines(run, now, zone, programs_allowed))
+    lines.extend(_automation_lines(run, everything, now, zone, programs_allowed))
     return lines
 
 
-def _automation_lines(run: Run, now: datetime, zone: tzinfo | None,
+def _automation_lines(run: Run, actionable: list[RunStep], now: datetime, zone: tzinfo | None,
                       programs_allowed: bool) -> list[str]:
-    """Say when clocks act next, or why clock and program owners wait."""
+    """Say when clocks act next, or why clock and program owners wait.
+
+    `actionable` is `run.actionable()`, which the caller has already computed.
+    """
     if run.reverting:
         return []
     lines = []
-    pending = [s for s in run.actionable() if s.state is StepState.PENDING and s.owner
+    pending = [s for s in actionable if s.state is StepState.PENDING and s.owner
                and (parse_clock_owner(s.owner, zone) is not None
                     or s.owner.startswith(PROGRAM_PREFIX))]
     if pending and not run.modes.clocks:
@@ -153,7 +157,7 @@ def _automation_lines(run: Run, now: datetime, zone: tzinfo | None,
         if upcoming is not None:
             step, due = upcoming
             lines.append(f"Next clock: step {step.name} at {format_time(due, zone)}.")
-    for step in run.actionable():
+    for step in actionable:
         end = clock_end_time(step, zone)
         if end is not None:
             lines.append(f"Step {step.name} ends at {format_time(end, zone)} ({step.owner}).")
