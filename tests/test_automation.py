@@ -109,7 +109,8 @@ async def test_run_and_stop_switch_both(tmp_path: Path) -> None:
     assert modes.clocks and modes.notifications
     assert "alice: Clock processing enabled" in bot.heard()
     await bot.say("stop")
-    assert not modes.clocks and not modes.notifications
+    assert not modes.clocks
+    assert not modes.notifications
 
 
 async def test_bad_switch_word_changes_nothing(tmp_path: Path) -> None:

@@ -355,7 +355,7 @@ def test_version_option(capsys) -> None:
 
 
 def test_tty_ticks_without_commands(tmp_path: Path) -> None:
-    """The terminal ticks too: a due clock acts while nobody types anything."""
+    """The terminal ticks too: a due clock acts without any further input."""
     flow = tmp_path / "soon.flow"
     flow.write_text("- step: announce\n  owner: clock-alarm:0/0/0@0:0:0\n- step: after\n"
                     "  gates: [announce]\n", encoding="utf-8")

@@ -106,7 +106,7 @@ OPTIONAL_KEYS: Final = frozenset({"revertCommand", "timeout"})
 TEXT_KEYS: Final = frozenset({"description", "owner", "startCommand", "finishCommand", "url",
                               "note", "revertCommand"})
 NUMBER_KEYS: Final = frozenset({"timeout"})
-# The longest step timeout: a week, in seconds.
+# The maximum step timeout: a week, in seconds.
 MAX_TIMEOUT: Final = 7 * 24 * 3600
 # Text values reach commands as environment variables, and Linux limits one of those to
 # 128 KiB (MAX_ARG_STRLEN); 32,768 characters of up to 4 bytes each stay below it.

@@ -19,7 +19,7 @@ Every `<task>` becomes one step, in file order, and these rules apply:
   The summary step and every step inside it get a group named after the summary task (its
   slug). A warning lists the summary tasks.
 - Note: a note that is a YAML mapping of flow-file keys (all but `step`) sets those fields,
-  overriding the derived ones; its `gates` are added to the predecessor gates, and name a
+  overriding the derived ones. Its `gates` are added to the predecessor gates, and name a
   task either by step name or as `task<id>`. Any other note is kept as the step's `note` text.
 
 Start and end dates, work, calendars, priorities and costs are ignored: a flow has no schedule.
