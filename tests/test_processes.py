@@ -8,6 +8,7 @@ checking that they are gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -41,10 +42,14 @@ def spec(command_line: str, timeout: float = 5.0, *, context: dict[str, str] | N
 
 
 def process_state(pid: int) -> str | None:
-    """Return the state letter of process `pid` from /proc, or None when it does not exist."""
+    """Return the state letter of process `pid` from /proc, or None when it does not exist.
+
+    The process may vanish between opening and reading its stat file; reading then fails
+    with ProcessLookupError rather than FileNotFoundError.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     return stat.rsplit(")", 1)[1].split()[0]
 
@@ -98,7 +103,8 @@ def marker() -> Iterator[str]:
     value = uuid.uuid4().hex
     yield value
     for pid in marked_pids(value):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -109,10 +115,10 @@ def stray_pids() -> Iterator[list[int]]:
     for pid in pids:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except FileNotFoundError:
+            if cmdline.startswith(b"sleep\0"):
+                os.kill(pid, signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        if cmdline.startswith(b"sleep\0"):
-            os.kill(pid, signal.SIGKILL)
 
 
 class FakeClock:
