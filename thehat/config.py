@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import yaml
 
 from thehat.errors import ConfigError
+from thehat.limits import Limits, parse_limits_section
 from thehat.names import did_you_mean
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ ENGINE_KEYS: Final = frozenset({
     "datadir", "webdir", "baseurl", "bindaddr", "bindport", "allowExec", "renderers", "vcs",
     "svnroot", "debuglevel", "admins", "timezone", "statusRows", "commandTimeout", "idlePrompt",
 })
-KNOWN_SECTIONS: Final = frozenset({"wfengine", "thehat-irc", "thehat-xmpp", "smtp", "access"})
+KNOWN_SECTIONS: Final = frozenset({"wfengine", "thehat-irc", "thehat-xmpp", "smtp", "access",
+                                   "limits", "webauth"})
 
 
 def default_datadir() -> Path:
@@ -109,6 +111,8 @@ class Config:
     path: Path | None = None
     # The `smtp` section, through which step mail is sent; None: no mail.
     smtp: SmtpSettings | None = None
+    # The `limits` section: command rate, line length and flow size.
+    limits: Limits = field(default_factory=Limits)
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -164,7 +168,8 @@ def parse_config(document: Any, path: Path | None = None) -> Config:
         from thehat.mail import parse_smtp_section
 
         smtp = parse_smtp_section(document["smtp"], source, base)
-    return Config(engine=engine, sections=sections, path=path, smtp=smtp)
+    limits = parse_limits_section(document.get("limits"), source)
+    return Config(engine=engine, sections=sections, path=path, smtp=smtp, limits=limits)
 
 
 def _parse_engine(section: Any, source: str, base: Path) -> EngineConfig:
