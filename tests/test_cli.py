@@ -76,6 +76,18 @@ def test_validate_missing_config_exits_two(tmp_path: Path,
     assert "Traceback" not in captured.err
 
 
+def test_validate_applies_config_limits(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "thehat.yaml"
+    config.write_text("limits:\n  maxFlowSteps: 7\n", encoding="utf-8")
+
+    assert cli.main(["validate", "-c", str(config), str(TOAST)]) == 1
+
+    output = capsys.readouterr().out
+    assert output.startswith(f"{TOAST}:")
+    assert "the flow has more than 7 steps, the limit (limits.maxFlowSteps)" in output
+
+
 def test_validate_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["validate"]) == 2
 

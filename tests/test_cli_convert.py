@@ -129,15 +129,42 @@ def test_import_refuses_special_files(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "/dev/zero is not a regular file" in capsys.readouterr().err
 
 
-def test_import_refuses_oversized_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from thehat import cli_convert
+def test_import_refuses_oversized_flow(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "thehat.yaml"
+    config.write_text("limits:\n  maxFlowBytes: 100\n", encoding="utf-8")
 
-    monkeypatch.setattr(cli_convert, "MAX_FILE_BYTES", 100)
-
-    status = cli.main(["import", "planner", str(PLANNER / "nested.planner"), "-o",
-                       str(tmp_path / "big.flow")])
+    status = cli.main(["import", "planner", str(PLANNER / "nested.planner"), "-c", str(config),
+                       "-o", str(tmp_path / "big.flow")])
 
     assert status == 2
-    assert "more than a flow file may be (100); nothing was written" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "more than the limit of 100 (limits.maxFlowBytes); nothing was written" in error
+    assert "raise limits.maxFlowBytes in the configuration" in error
     assert not (tmp_path / "big.flow").exists()
+
+
+def test_import_refuses_too_many_steps(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "thehat.yaml"
+    config.write_text("limits:\n  maxFlowSteps: 2\n", encoding="utf-8")
+
+    status = cli.main(["import", "planner", str(PLANNER / "nested.planner"), "-c", str(config),
+                       "-o", str(tmp_path / "long.flow")])
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "steps, more than the limit of 2 (limits.maxFlowSteps); nothing was written" in error
+    assert not (tmp_path / "long.flow").exists()
+
+
+def test_export_applies_step_limit(tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "thehat.yaml"
+    config.write_text("limits:\n  maxFlowSteps: 2\n", encoding="utf-8")
+
+    status = cli.main(["export", "csv", str(REPO / "examples" / "toast.flow"), "-c",
+                       str(config)])
+
+    assert status == 2
+    assert "the flow has more than 2 steps" in capsys.readouterr().err

@@ -259,6 +259,49 @@ def test_add_step_is_ready_and_appended(run: Run) -> None:
     assert "plate" in actionable(run)
 
 
+def test_add_step_stops_at_max_steps(clock: FakeClock) -> None:
+    run = Run("toast", toast_flow(), clock, max_steps=9)
+    run.add_step(StepDef("butter"), "alice")
+
+    with pytest.raises(Refusal) as info:
+        run.add_step(StepDef("jam"), "alice")
+
+    message = str(info.value)
+    assert "Flow toast has 9 steps, the limit (limits.maxFlowSteps is 9)" in message
+    assert "jam was not added" in message
+    assert "raise limits.maxFlowSteps in the configuration" in message
+    assert list(run.steps)[-1] == "butter"
+    assert "jam" not in run.steps
+
+
+def test_add_step_after_delete_under_limit(clock: FakeClock) -> None:
+    run = Run("toast", toast_flow(), clock, max_steps=8)
+    with pytest.raises(Refusal, match="limits.maxFlowSteps"):
+        run.add_step(StepDef("butter"), "alice")
+
+    run.remove_step("removetoast", "alice")
+    run.add_step(StepDef("butter"), "alice")
+
+    assert len(run.steps) == 8
+
+
+def test_step_limit_kept_by_clone_and_restore(clock: FakeClock) -> None:
+    run = Run("toast", toast_flow(), clock, max_steps=8)
+    restored = Run.restored("toast", list(run.steps.values()), None, clock, max_steps=8)
+
+    for copy in (run.clone(), restored):
+        with pytest.raises(Refusal, match="limits.maxFlowSteps"):
+            copy.add_step(StepDef("butter"), "alice")
+
+
+def test_step_limit_off_by_default(clock: FakeClock) -> None:
+    run = Run("toast", toast_flow(), clock)
+    for number in range(20):
+        run.add_step(StepDef(f"extra{number}"), "alice")
+
+    assert len(run.steps) == 28
+
+
 def test_edit_rejects_cycle_with_path(run: Run) -> None:
     with pytest.raises(FlowError, match="cycle: .*openbread"):
         run.update_step("openbread", "alice", gates=("removetoast",))

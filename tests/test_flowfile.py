@@ -13,6 +13,7 @@ import yaml
 
 from thehat import flowfile, model
 from thehat.errors import FlowError, TheHatError
+from thehat.limits import HARD_MAX_FLOW_BYTES, Limits
 from thehat.flowfile import (FlowSaveError, dump_flow, load_flow, parse_flow, save_flow,
                              validate_files)
 from thehat.model import Flow, StepDef
@@ -488,15 +489,111 @@ def test_load_invalid_utf8(tmp_path) -> None:
         in message
 
 
-def test_load_too_large(tmp_path, monkeypatch) -> None:
+def test_load_too_large(tmp_path) -> None:
     path = tmp_path / "big.flow"
     path.write_text("- step: a\n- step: b\n")
-    monkeypatch.setattr(flowfile, "MAX_FILE_BYTES", 10)
 
     with pytest.raises(FlowError) as info:
-        load_flow(path)
+        load_flow(path, Limits(max_flow_bytes=10))
 
-    assert f"{path}: the file is larger than 10 bytes" in str(info.value)
+    assert str(info.value) == (
+        f"{path}: the file is 20 bytes, more than the limit of 10 bytes "
+        "(limits.maxFlowBytes); split the flow, or raise limits.maxFlowBytes in the "
+        "configuration")
+
+
+def test_load_at_byte_limit(tmp_path) -> None:
+    path = tmp_path / "exact.flow"
+    path.write_text("- step: a\n- step: b\n")
+
+    assert len(load_flow(path, Limits(max_flow_bytes=20))) == 2
+
+
+def test_load_over_hard_byte_limit(tmp_path) -> None:
+    path = tmp_path / "huge.flow"
+    with path.open("wb") as file:
+        file.truncate(HARD_MAX_FLOW_BYTES + 1)
+
+    for limits in (None, Limits()):
+        with pytest.raises(FlowError) as info:
+            load_flow(path, limits)
+        message = str(info.value)
+        assert f"the file is {HARD_MAX_FLOW_BYTES + 1:,} bytes" in message
+        assert f"the limit of {HARD_MAX_FLOW_BYTES:,} bytes (limits.maxFlowBytes)" in message
+        assert "is the most that limits.maxFlowBytes allows" in message
+
+
+def test_byte_limit_above_hard_cap_ignored(tmp_path) -> None:
+    path = tmp_path / "huge.flow"
+    with path.open("wb") as file:
+        file.truncate(HARD_MAX_FLOW_BYTES + 1)
+    limits = Limits(max_flow_bytes=HARD_MAX_FLOW_BYTES * 2)
+
+    with pytest.raises(FlowError, match="limits.maxFlowBytes"):
+        load_flow(path, limits)
+
+
+def test_flowfile_uses_limits_byte_cap() -> None:
+    assert not hasattr(flowfile, "MAX_FILE_BYTES")
+    assert Limits().max_flow_bytes == HARD_MAX_FLOW_BYTES
+
+
+def test_load_too_many_steps(tmp_path) -> None:
+    path = tmp_path / "long.flow"
+    path.write_text("".join(f"- step: s{number}\n" for number in range(5)))
+
+    with pytest.raises(FlowError) as info:
+        load_flow(path, Limits(max_flow_steps=3))
+
+    assert str(info.value) == (
+        f"{path}:4: the flow has more than 3 steps, the limit (limits.maxFlowSteps), and "
+        "step 4 starts here; split the flow, or raise limits.maxFlowSteps in the "
+        "configuration")
+
+
+def test_load_at_step_limit(tmp_path) -> None:
+    path = tmp_path / "long.flow"
+    path.write_text(TEA_FLOW)
+
+    assert len(load_flow(path, Limits(max_flow_steps=3))) == 3
+    assert len(load_flow(path)) == 3
+
+
+@pytest.mark.parametrize("text", [
+    # The plain layout that thehat writes, read by the fast reader.
+    "- step: a\n- step: b\n- step: c\n  gates: [\n",
+    # Flow-style steps, read by PyYAML.
+    "- {step: a}\n- {step: b}\n- {step: c}\n- {step: [\n",
+])
+def test_step_limit_stops_reading_early(text) -> None:
+    # The syntax error after the third step is never reached.
+    with pytest.raises(FlowError) as info:
+        parse_flow(text, "long.flow", max_steps=2)
+
+    problems = info.value.problems
+    assert len(problems) == 1
+    assert problems[0].line == 3
+    assert problems[0].message.startswith("the flow has more than 2 steps, the limit "
+                                          "(limits.maxFlowSteps)")
+
+
+def test_step_limit_counts_steps_on_one_line() -> None:
+    with pytest.raises(FlowError) as info:
+        parse_flow("[{step: a}, {step: b}, {step: c}]\n", "line.flow", max_steps=1)
+
+    assert str(info.value) == (
+        "line.flow:1: the flow has more than 1 steps, the limit (limits.maxFlowSteps), and "
+        "step 2 starts here; split the flow, or raise limits.maxFlowSteps in the configuration")
+
+
+def test_validate_applies_limits(tmp_path) -> None:
+    path = tmp_path / "tea.flow"
+    path.write_text(TEA_FLOW)
+
+    lines, status = validate_files([str(path)], Limits(max_flow_steps=2))
+
+    assert status == 1
+    assert lines[0].startswith(f"{path}:26: the flow has more than 2 steps")
 
 
 def test_validate_reports_all(tmp_path) -> None:

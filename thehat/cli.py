@@ -380,9 +380,8 @@ def _remove_stop_signals(signals: list[signal.Signals]) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     """Run `thehat validate`: print every problem of the files and return 0 if there is none."""
-    if args.config is not None:
-        load_config(args.config)
-    lines, status = validate_files(args.files)
+    config = load_config(args.config)
+    lines, status = validate_files(args.files, config.limits)
     for line in lines:
         print(line)
     return status
@@ -468,7 +467,7 @@ def run_render(args: argparse.Namespace) -> int:
 def _run_to_render(config: Config, flow: str) -> Run:
     """Return the active run named `flow` from the run store, else a new run of the flow
     file of that name in the data directory, else of the file at path `flow`."""
-    datadir = DataDirectory(config.engine.datadir)
+    datadir = DataDirectory(config.engine.datadir, config.limits)
     try:
         name: str | None = datadir.normalize(flow)
     except TheHatError:
@@ -487,7 +486,8 @@ def _run_to_render(config: Config, flow: str) -> Run:
         return Run(name, datadir.read(name))
     path = Path(flow)
     if path.is_file():
-        return Run(path.name.removesuffix(".flow"), load_flow(path), source=str(path.resolve()))
+        return Run(path.name.removesuffix(".flow"), load_flow(path, config.limits),
+                   source=str(path.resolve()))
     raise TheHatError(f"no active run of flow {flow!r}, no flow file for it in "
                       f"{config.engine.datadir} and no file at that path; check the name "
                       "(thehat tty lists flows with ls) or -c/--config")

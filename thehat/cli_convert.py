@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from thehat.config import load_config
+from thehat.config import Config, load_config
 from thehat.datadir import DataDirectory
 from thehat.errors import TheHatError
-from thehat.flowfile import MAX_FILE_BYTES, dump_flow, load_flow, save_flow
+from thehat.flowfile import dump_flow, load_flow, save_flow
 from thehat.model import Flow
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def run_import(args: argparse.Namespace) -> int:
     """Run `thehat import FORMAT FILE`: write the flow and print the warnings."""
     from thehat.converters import import_csv, import_planner, import_znode
 
+    config = load_config(args.config)
     source = Path(args.file)
     data = _read_input(source)
     if args.format == "planner":
@@ -71,16 +72,12 @@ def run_import(args: argparse.Namespace) -> int:
     else:
         conversion = import_csv(_text(data, source), str(source))
 
-    target = _import_target(args, source)
+    target = _import_target(args, source, config)
     if target.exists() and not args.force:
         raise TheHatError(f"{target} exists; give --force to replace it, or -o another file")
     for warning in conversion.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    size = len(dump_flow(conversion.flow).encode("utf-8"))
-    if size > MAX_FILE_BYTES:
-        raise TheHatError(f"the flow made from {source} would be {size:,} bytes, more than a "
-                          f"flow file may be ({MAX_FILE_BYTES:,}); nothing was written. Split "
-                          "the plan into several flows.")
+    _check_limits(conversion.flow, source, config)
     try:
         save_flow(conversion.flow, target)
     except OSError as exc:
@@ -89,6 +86,23 @@ def run_import(args: argparse.Namespace) -> int:
     print(f"Wrote {count} {'step' if count == 1 else 'steps'} to {target}")
     log.info("imported %s as %s (%d warnings)", source, target, len(conversion.warnings))
     return 0
+
+
+def _check_limits(flow: Flow, source: Path, config: Config) -> None:
+    """Raise TheHatError when `flow` has more steps or bytes than the daemon would load."""
+    limits = config.limits
+    steps = len(flow)
+    if steps > limits.max_flow_steps:
+        raise TheHatError(f"the flow made from {source} would have {steps:,} steps, more than "
+                          f"the limit of {limits.max_flow_steps:,} (limits.maxFlowSteps); "
+                          "nothing was written. Split the plan into several flows, or raise "
+                          "limits.maxFlowSteps in the configuration.")
+    size = len(dump_flow(flow).encode("utf-8"))
+    if size > limits.max_flow_bytes:
+        raise TheHatError(f"the flow made from {source} would be {size:,} bytes, more than the "
+                          f"limit of {limits.max_flow_bytes:,} (limits.maxFlowBytes); nothing "
+                          "was written. Split the plan into several flows, or raise "
+                          "limits.maxFlowBytes in the configuration.")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -131,13 +145,12 @@ def _text(data: bytes, path: Path) -> str:
                           "and try again") from exc
 
 
-def _import_target(args: argparse.Namespace, source: Path) -> Path:
+def _import_target(args: argparse.Namespace, source: Path, config: Config) -> Path:
     if args.output is not None:
         return Path(args.output)
-    config = load_config(args.config)
     # The flow is named after the file, made a valid flow name: "my plan.planner" -> my_plan.
     name = re.sub(r"[^\w-]", "_", source.name.split(".")[0]) or "imported"
-    datadir = DataDirectory(config.engine.datadir)
+    datadir = DataDirectory(config.engine.datadir, config.limits)
     try:
         config.engine.datadir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -147,10 +160,10 @@ def _import_target(args: argparse.Namespace, source: Path) -> Path:
 
 
 def _export_source(args: argparse.Namespace) -> tuple[Flow, str]:
+    config = load_config(args.config)
     path = Path(args.flow)
     if path.is_file():
-        return load_flow(path), path.name.removesuffix(".flow")
-    config = load_config(args.config)
-    datadir = DataDirectory(config.engine.datadir)
+        return load_flow(path, config.limits), path.name.removesuffix(".flow")
+    datadir = DataDirectory(config.engine.datadir, config.limits)
     name = datadir.normalize(args.flow)
     return datadir.read(name), name

@@ -16,6 +16,7 @@ from typing import Final
 
 from thehat.errors import CommandError
 from thehat.flowfile import load_flow, save_flow
+from thehat.limits import Limits
 from thehat.model import Flow
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,11 @@ def flow_name_problem(name: str) -> str | None:
 
 
 class DataDirectory:
-    """Flow files under one root directory."""
+    """Flow files under one root directory; `read` rejects files over `limits`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, limits: Limits | None = None) -> None:
         self.root = root
+        self.limits = limits
 
     @staticmethod
     def normalize(name: str) -> str:
@@ -96,8 +98,9 @@ class DataDirectory:
         return path
 
     def read(self, name: str) -> Flow:
-        """Load flow `name`; raises FlowError (file, line, cause) or InvalidFlowName."""
-        return load_flow(self.path_for(name))
+        """Load flow `name`; raises FlowError (file, line, cause, or a limit it exceeds) or
+        InvalidFlowName."""
+        return load_flow(self.path_for(name), self.limits)
 
     def write(self, name: str, flow: Flow) -> Path:
         """Save `flow` as `name` atomically, creating directories as needed; return the path."""

@@ -114,14 +114,18 @@ class Run:
 
     `failed_step` is None while the run goes forward, and names the failed step once the run
     reverts. A run never goes back to forward; load the flow again to start over.
+    `max_steps` (None: no limit) caps how far `add_step` lets the flow grow; a flow loaded
+    with more steps keeps them.
     """
 
     def __init__(self, name: str, flow: Flow, clock: Clock | None = None,
-                 source: str | None = None, modes: Modes | None = None) -> None:
+                 source: str | None = None, modes: Modes | None = None,
+                 max_steps: int | None = None) -> None:
         self.name = name
         self.source = source
         self.clock: Clock = clock or SystemClock()
         self.modes = modes or Modes()
+        self.max_steps = max_steps
         self.failed_step: str | None = None
         self.steps: dict[str, RunStep] = {
             step.name: RunStep(step, owner=step.owner) for step in flow
@@ -132,14 +136,15 @@ class Run:
     @classmethod
     def restored(cls, name: str, steps: list[RunStep], failed_step: str | None,
                  clock: Clock | None = None, source: str | None = None,
-                 modes: Modes | None = None) -> Run:
+                 modes: Modes | None = None, max_steps: int | None = None) -> Run:
         """Rebuild a run from stored steps (definitions, states, owners and times).
 
         Raises FlowError if the stored names or gates do not form a valid flow. Values that
-        this version would reject in a flow file (an owner, an address) are kept as stored.
+        this version would reject in a flow file (an owner, an address) are kept as stored,
+        and so are steps beyond `max_steps`.
         """
         flow = Flow((step.definition for step in steps), check_values=False)
-        run = cls(name, flow, clock, source, modes)
+        run = cls(name, flow, clock, source, modes, max_steps)
         run.steps = {step.name: step for step in steps}
         run.failed_step = failed_step
         run._rebuild()
@@ -329,10 +334,15 @@ class Run:
     # -- editing ----------------------------------------------------------------------------
 
     def add_step(self, definition: StepDef, actor: str) -> list[Event]:
-        """Add a new pending step at the end of the flow."""
+        """Add a new pending step at the end of the flow, unless it has `max_steps` already."""
         if definition.name in self.steps:
             raise Refusal(f"Step {definition.name} already exists; pick another name or edit it "
                           "with set.")
+        if self.max_steps is not None and len(self.steps) >= self.max_steps:
+            raise Refusal(f"Flow {self.name} has {len(self.steps):,} steps, the limit "
+                          f"(limits.maxFlowSteps is {self.max_steps:,}), so {definition.name} "
+                          "was not added; delete steps, or raise limits.maxFlowSteps in the "
+                          "configuration.")
         self._check_definition(definition, definition)
         self.steps[definition.name] = RunStep(definition, owner=definition.owner)
         return self._edited([self._event(EventKind.STEP_ADDED, actor, definition.name)], actor)

@@ -39,7 +39,8 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from thehat.errors import FlowError, Problem, TheHatError
-from thehat.flowscan import compose_plain_layout
+from thehat.flowscan import TooManySteps, compose_plain_layout
+from thehat.limits import HARD_MAX_FLOW_BYTES, Limits
 from thehat.model import (FILE_KEYS, MAX_TIMEOUT, NUMBER_KEYS, OPTIONAL_KEYS, RECIPIENT_KEYS,
                           TEXT_KEYS, Flow, StepDef, graph_problems, parse_timeout)
 from thehat.names import did_you_mean
@@ -55,12 +56,6 @@ MIN_NODE_BUDGET: Final = 100_000
 NODES_PER_LINE: Final = 20
 # Node counts stop growing here, so counting a "billion laughs" file stays cheap.
 _COUNT_CAP: Final = 10**12
-# About 70,000 steps of 230 bytes (every key written out). Larger files are rejected before
-# parsing.
-# NOTE: files outside the plain layout of thehat.flowscan go through PyYAML's pure-Python
-# parser, which reads roughly 0.25 MB/s (an estimate from one machine), so such a file near
-# this limit takes about a minute to load.
-MAX_FILE_BYTES: Final = 16 * 1024 * 1024
 
 _NULL_TAG: Final = "tag:yaml.org,2002:null"
 _STR_TAG: Final = "tag:yaml.org,2002:str"
@@ -99,7 +94,7 @@ class _CompositionError(yaml.MarkedYAMLError):
 class _FlowLoader(Reader, Scanner, Parser, Composer, _TextResolver):
     """PyYAML's reader, scanner, parser and composer, with bounded nesting and no constructor."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_steps: int | None = None) -> None:
         Reader.__init__(self, text)
         Scanner.__init__(self)
         Parser.__init__(self)
@@ -107,10 +102,17 @@ class _FlowLoader(Reader, Scanner, Parser, Composer, _TextResolver):
         _TextResolver.__init__(self)
         self._depth = 0
         self._open_anchors: set[str] = set()
+        self._max_steps = max_steps
+        self._steps = 0
 
     def compose_node(self, parent: Node | None, index: object) -> Node:
         event = self.peek_event()
         anchor = event.anchor
+        if self._depth == 1 and isinstance(parent, SequenceNode) and self._max_steps is not None:
+            # An item of the top-level list: a step. Counting here stops a huge file early.
+            self._steps += 1
+            if self._steps > self._max_steps:
+                self._fail(_too_many_steps(self._max_steps), event.start_mark)
         if isinstance(event, AliasEvent):
             if anchor not in self.anchors:
                 self._fail(f"alias '*{anchor}' names no anchor; define '&{anchor}' before it "
@@ -144,16 +146,17 @@ class _FlowLoader(Reader, Scanner, Parser, Composer, _TextResolver):
         raise _CompositionError(None, None, message, mark)
 
 
-def _compose(text: str) -> tuple[Node | None, list[Problem]]:
+def _compose(text: str, max_steps: int | None = None) -> tuple[Node | None, list[Problem]]:
     """Compose the first YAML document of `text`; return its root node and syntax problems.
 
-    The root is None when the text contains no document or has a syntax error before the
-    document ends. Every YAML error becomes a problem with its line.
+    The root is None when the text contains no document, has a syntax error before the
+    document ends or has more than `max_steps` items in its top-level list. Every YAML error
+    becomes a problem with its line.
     """
     problems: list[Problem] = []
     root = None
     try:
-        loader = _FlowLoader(text)
+        loader = _FlowLoader(text, max_steps)
     except yaml.YAMLError as exc:
         return None, _syntax_problems(exc, text)
     try:
@@ -501,19 +504,25 @@ def _split_recipients(text: str) -> tuple[str, ...]:
 # Loading and validating
 
 
-def parse_flow(text: str, source: str) -> Flow:
+def parse_flow(text: str, source: str, max_steps: int | None = None) -> Flow:
     """Parse the YAML `text` of a flow file into a `Flow`.
 
     `source` names the file in messages. Raises `FlowError` listing every problem found, sorted
-    by line; no other exception escapes, whatever `text` contains.
+    by line; no other exception escapes, whatever `text` contains. A flow of more than
+    `max_steps` steps (None: no limit) is rejected with that one problem, as soon as the
+    reader reaches the first step beyond the limit.
     """
     with _collection_paused():
-        root = compose_plain_layout(text)
+        try:
+            root = compose_plain_layout(text, max_steps)
+        except TooManySteps as exc:
+            assert max_steps is not None
+            raise FlowError([Problem(_too_many_steps(max_steps), exc.line)], source) from None
         if root is not None:
             # The plain layout has no aliases and no tags, so there is nothing to scan.
             problems: list[Problem] = []
         else:
-            root, problems = _compose(text)
+            root, problems = _compose(text, max_steps)
             _check_nodes(root, text, source, problems)
         steps = _read_steps(root, problems)
         flow = _build_flow(steps, source, problems)
@@ -554,6 +563,12 @@ def _check_nodes(root: Node | None, text: str, source: str, problems: list[Probl
     problems.extend(tag_problems)
 
 
+def _too_many_steps(max_steps: int) -> str:
+    return (f"the flow has more than {max_steps:,} steps, the limit (limits.maxFlowSteps), "
+            f"and step {max_steps + 1:,} starts here; split the flow, or raise "
+            "limits.maxFlowSteps in the configuration")
+
+
 def _build_flow(steps: Sequence[StepDef], source: str, problems: list[Problem]) -> Flow | None:
     """Build the flow, or return None after adding its problems to `problems`.
 
@@ -574,13 +589,20 @@ def _build_flow(steps: Sequence[StepDef], source: str, problems: list[Problem]) 
         return None
 
 
-def load_flow(path: str | os.PathLike[str]) -> Flow:
+def load_flow(path: str | os.PathLike[str], limits: Limits | None = None) -> Flow:
     """Read the flow file at `path` (UTF-8) and parse it.
 
-    Raises `FlowError` naming the path when the file cannot be read, is larger than
-    `MAX_FILE_BYTES`, is not valid UTF-8 or is not a valid flow.
+    `limits` sets the largest file (`max_flow_bytes`, never above `HARD_MAX_FLOW_BYTES`) and
+    the most steps (`max_flow_steps`); without it only `HARD_MAX_FLOW_BYTES` applies. Raises
+    `FlowError` naming the path when the file cannot be read, is over a limit, is not valid
+    UTF-8 or is not a valid flow.
     """
     source = os.fspath(path)
+    max_bytes = HARD_MAX_FLOW_BYTES
+    max_steps = None
+    if limits is not None:
+        max_bytes = min(limits.max_flow_bytes, HARD_MAX_FLOW_BYTES)
+        max_steps = limits.max_flow_steps
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is rejected just below.
         descriptor = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
@@ -589,17 +611,18 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
             raise FlowError([Problem("not a regular file; a flow is a YAML text file")], source)
         with os.fdopen(descriptor, "rb") as file:
             # Size the read by the file, so a small file does not allocate the whole limit. A
-            # file that grew, or a pipe (size 0), is read on up to the limit.
+            # file over the limit is not read at all, and one that grew is read on up to it.
             size = os.fstat(file.fileno()).st_size
-            data = file.read(min(size, MAX_FILE_BYTES) + 1)
+            if size > max_bytes:
+                raise FlowError([Problem(_too_many_bytes(size, max_bytes))], source)
+            data = file.read(size + 1)
             if len(data) > size:
-                data += file.read(MAX_FILE_BYTES + 1 - len(data))
+                data += file.read(max_bytes + 1 - len(data))
     except OSError as exc:
         raise FlowError([Problem(f"cannot read the file: {_os_cause(exc)}; check the path and "
                                  "its permissions")], source) from exc
-    if len(data) > MAX_FILE_BYTES:
-        raise FlowError([Problem(f"the file is larger than {MAX_FILE_BYTES} bytes, the limit "
-                                 "for a flow file")], source)
+    if len(data) > max_bytes:
+        raise FlowError([Problem(_too_many_bytes(None, max_bytes))], source)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -607,11 +630,26 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
         raise FlowError([Problem(f"invalid UTF-8: byte {data[exc.start]:#04x} at offset "
                                  f"{exc.start} ({exc.reason}); save the file as UTF-8", line)],
                         source) from exc
-    return parse_flow(text, source)
+    return parse_flow(text, source, max_steps)
 
 
-def validate_files(paths: Iterable[str]) -> tuple[list[str], int]:
-    """Check flow files; return report lines and an exit status (0 all valid, 1 otherwise).
+def _too_many_bytes(size: int | None, max_bytes: int) -> str:
+    """Describe a file of `size` bytes (None: it grew while read) over `max_bytes`."""
+    if max_bytes < HARD_MAX_FLOW_BYTES:
+        advice = "split the flow, or raise limits.maxFlowBytes in the configuration"
+    else:
+        advice = (f"split the flow, because {HARD_MAX_FLOW_BYTES:,} bytes is the most that "
+                  "limits.maxFlowBytes allows")
+    limit = f"the limit of {max_bytes:,} bytes (limits.maxFlowBytes)"
+    if size is None:
+        return f"the file grew to more than {limit} while it was read; {advice}"
+    return f"the file is {size:,} bytes, more than {limit}; {advice}"
+
+
+def validate_files(paths: Iterable[str],
+                   limits: Limits | None = None) -> tuple[list[str], int]:
+    """Check flow files, within `limits` if given; return report lines and an exit status
+    (0 all valid, 1 otherwise).
 
     A valid file gets one line (`toast.flow: 8 steps, valid`); an invalid one gets one line per
     problem (`bad.flow:3: step 'x': message`).
@@ -620,7 +658,7 @@ def validate_files(paths: Iterable[str]) -> tuple[list[str], int]:
     status = 0
     for path in paths:
         try:
-            flow = load_flow(path)
+            flow = load_flow(path, limits)
         except FlowError as exc:
             status = 1
             lines.extend(problem.describe(exc.source) for problem in exc.problems)

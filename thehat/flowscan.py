@@ -40,16 +40,25 @@ class _Unsupported(Exception):
     """The text uses YAML outside the plain layout; PyYAML must read it."""
 
 
-def compose_plain_layout(text: str) -> Node | None:
+class TooManySteps(Exception):
+    """The top-level list has more items than allowed; `line` (1-based) starts the first extra."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def compose_plain_layout(text: str, max_steps: int | None = None) -> Node | None:
     """Return the node tree of `text`, or None when the text is outside the plain layout.
 
     The tree has the tags, values and line numbers that PyYAML gives with a resolver that
-    resolves only null.
+    resolves only null. With `max_steps`, reading stops with TooManySteps at the first item
+    of the top-level list beyond that many, so an oversized file costs little.
     """
     if _UNSUPPORTED.search(text):
         return None
     try:
-        return _Reader(text.split("\n")).read()
+        return _Reader(text.split("\n"), max_steps).read()
     except _Unsupported:
         return None
 
@@ -57,8 +66,9 @@ def compose_plain_layout(text: str) -> Node | None:
 class _Reader:
     """One pass over the lines; `read` raises _Unsupported at the first line outside the layout."""
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], max_steps: int | None = None) -> None:
         self.lines = lines
+        self.max_steps = max_steps
         # Only the line of a mark is read by the flow loader, so one mark per line is enough.
         self.marks = [Mark("<flow>", 0, number, 0, None, None) for number in range(len(lines))]
 
@@ -101,6 +111,8 @@ class _Reader:
                 if pairs:
                     steps.append(self.mapping(pairs, number))
                     pairs = []
+                if self.max_steps is not None and len(steps) >= self.max_steps:
+                    raise TooManySteps(number + 1)
             elif not line.startswith("  ") or line.startswith("   ") or not steps and not pairs:
                 if line.rstrip(" ") == "---" and not seen_document_start and not pairs \
                         and not steps:
