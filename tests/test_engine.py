@@ -394,3 +394,13 @@ def test_started_step_not_deleted_while_reverting(run: Run) -> None:
     with pytest.raises(Refusal, match="openbread was started and is not reverted yet"):
         run.remove_step("openbread", "alice", force=True)
     assert "openbread" in run.steps
+
+
+def test_failed_step_not_deleted(run: Run) -> None:
+    run.finish("gettoaster", "alice")
+    run.fail("adjusttoasting", "alice")
+    with pytest.raises(Refusal, match="adjusttoasting failed, and the flow reverts because "
+                                      "of it, so it cannot be deleted"):
+        run.remove_step("adjusttoasting", "alice", force=True)
+    assert run.step("adjusttoasting").state is StepState.FAILED
+    assert not run.ended

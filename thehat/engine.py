@@ -348,8 +348,14 @@ class Run:
         return self._edited([self._event(EventKind.STEP_ADDED, actor, definition.name)], actor)
 
     def remove_step(self, name: str, actor: str, force: bool = False) -> list[Event]:
-        """Delete a step. If others gate on it, refuse unless `force`, which drops those gates."""
+        """Delete a step. If others gate on it, refuse unless `force`, which drops those gates.
+
+        The failed step of a reverting run cannot be deleted: the run reverts because of it.
+        """
         step = self.step(name)
+        if name == self.failed_step:
+            raise Refusal(f"Step {name} failed, and the flow reverts because of it, so it "
+                          "cannot be deleted; say reload to start the flow over.")
         if self.reverting and step.state in STARTED_STATES:
             raise Refusal(f"Step {name} was started and is not reverted yet; revert it before "
                           "deleting it.")
