@@ -183,7 +183,8 @@ class ServerEvents:
         channel.joined = True
         log.info("joined %s as %s", channel.name, nick)
         if self.frontend.support.whox:
-            session.connection.who(channel.name, f"%tuhna,{WHOX_TOKEN}")
+            # Sent raw: the library's who() replaces any second argument with "o".
+            session.connection.send_items("WHO", channel.name, f"%tuhna,{WHOX_TOKEN}")
         self._join_settled(session, channel.name)
         if session.ready:
             self.frontend.channel_ready(channel)
