@@ -18,8 +18,8 @@ from collections.abc import Mapping
 import pytest
 
 # Programs that the test suite runs for real, looked up on PATH.
-REQUIRED_EXECUTABLES: list[str] = ["dot", "chromium", "ngircd", "prosody", "git", "svn",
-                                   "svnadmin"]
+REQUIRED_EXECUTABLES: list[str] = ["dot", "chromium", "ngircd", "inspircd", "atheme-services",
+                                   "prosody", "git", "svn", "svnadmin"]
 # Searched after PATH: Debian installs server programs such as ngircd in sbin.
 SBIN_DIRECTORIES = ["/usr/local/sbin", "/usr/sbin", "/sbin"]
 

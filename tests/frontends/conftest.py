@@ -4,6 +4,10 @@
 uses channels of its own. `throttled_ircd` keeps ngircd's default throttling. `new_ircd`
 makes servers a test may stop and restart. `start_bot` runs the real `IrcFrontend` inside a
 real daemon from `open_daemon`, on a temporary data directory that holds the toast flow.
+
+`irc_services` is InspIRCd linked to Atheme (tests/ircservices.py), shared by the whole
+session, for tests of services accounts; `services_people` connects clients to it that may log
+in with SASL and ask for IRCv3 capabilities.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from thehat.flowfile import save_flow
 
 from tests.frontends.irc_client import TIMEOUT, ChatClient
 from tests.helpers import toast_flow
+from tests.ircservices import AccountClient, ServicesNetwork
 from tests.servers import HOST, NgircdServer, find_program, started_servers
 from tests.tls import CertificateFiles, make_certificates
 
@@ -77,6 +82,43 @@ def new_ircd(ngircd_program: str) -> Iterator[Callable[..., NgircdServer]]:
     """Return a factory of started servers; each one is stopped after the test."""
     with started_servers(NgircdServer) as make:
         yield make
+
+
+@pytest.fixture(scope="session")
+def irc_services() -> Iterator[ServicesNetwork]:
+    """InspIRCd with Atheme's NickServ and SaslServ on 127.0.0.1, for the whole session.
+
+    `port` is the client port and `register(account, password)` creates a NickServ account.
+    A missing program fails the tests that use it, with the Debian package to install.
+    """
+    network = ServicesNetwork()
+    try:
+        network.start()
+    except RuntimeError:
+        network.remove()
+        raise
+    yield network
+    network.remove()
+
+
+@pytest.fixture
+async def services_people(irc_services: ServicesNetwork
+                          ) -> AsyncIterator[Callable[..., Awaitable[AccountClient]]]:
+    """Return `connect(nick, channels=(), *, capabilities=(), account=None, password=None)`,
+    which registers a client on `irc_services`; every client quits after the test."""
+    clients: list[AccountClient] = []
+
+    async def connect(nick: str, channels: list[str] | tuple[str, ...] = (), *,
+                      capabilities: tuple[str, ...] = (), account: str | None = None,
+                      password: str | None = None) -> AccountClient:
+        client = AccountClient(nick, irc_services.port, capabilities=capabilities,
+                               account=account, password=password)
+        clients.append(client)
+        return await client.connect(channels)
+
+    yield connect
+    for client in clients:
+        await client.close()
 
 
 @pytest.fixture
