@@ -404,3 +404,9 @@ def test_failed_step_not_deleted(run: Run) -> None:
         run.remove_step("adjusttoasting", "alice", force=True)
     assert run.step("adjusttoasting").state is StepState.FAILED
     assert not run.ended
+
+
+def test_owner_with_lone_surrogate_refused(run: Run) -> None:
+    with pytest.raises(Refusal, match="lone surrogate"):
+        run.set_owner("openbread", "al\udc80ice", "alice")
+    assert run.step("openbread").owner == "alice"

@@ -384,3 +384,13 @@ def test_modes_round_trip() -> None:
 
     assert decode_modes(encode_modes(modes)) == modes
     assert decode_modes('{"clocks": true, "future": 1}') == Modes(clocks=True)
+
+
+def test_lone_surrogate_user_journalled(config: Config, clock: FakeClock) -> None:
+    daemon = open_daemon(config, clock)
+    say(daemon, "load toast")
+    assert "lone surrogate" in say(daemon, "gimme openbread", user="al\udc80ice")
+    entry = daemon.store.history("toast")[-1]
+    assert entry.command == "gimme openbread"
+    assert entry.actor == "al\ufffdice"
+    assert "al\\udc80ice" in entry.result

@@ -30,7 +30,8 @@ from typing import Any, Protocol
 from thehat.clocks import owner_problem
 from thehat.errors import FlowError, Problem, Refusal
 from thehat.events import Event, EventKind
-from thehat.model import Flow, StepDef, StepState, find_cycle, step_problems
+from thehat.model import (Flow, StepDef, StepState, find_cycle, step_problems,
+                          text_problem)
 from thehat.names import did_you_mean
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,10 @@ class Run:
         step = self.step(name)
         if owner is not None and ("\n" in owner or "\r" in owner):
             raise Refusal(f"An owner must be a single line; {owner!r} is not.")
+        # The same check as an owner in a flow file, so that the store can write every owner.
+        problem = text_problem(owner) if owner is not None else None
+        if problem is not None:
+            raise Refusal(f"The owner {owner!r} {problem}; the owner of {name} is unchanged.")
         problem = owner_problem(owner or None)
         if problem is not None:
             raise Refusal(f"{problem[0].upper()}{problem[1:]}; the owner of {name} is unchanged.")

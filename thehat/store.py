@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -385,9 +386,9 @@ class SqliteStore(RunStore):
         db.execute(
             "INSERT INTO journal (run_id, flow, time, actor, conversation, command, outcome, "
             "result, events) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (journal_run, change.run_name, _time(change.time), change.actor,
-             change.conversation, change.command, change.outcome, change.result,
-             _events_json(change.events)))
+            (journal_run, change.run_name, _time(change.time), _storable(change.actor),
+             _storable(change.conversation), _storable(change.command), change.outcome,
+             _storable(change.result), _storable(_events_json(change.events))))
 
     def _write_steps(self, run_id: int | None, run: Run) -> None:
         self._db.executemany(
@@ -470,6 +471,23 @@ class SqliteStore(RunStore):
 
     def close(self) -> None:
         self._db.close()
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _storable(text: str | None) -> str | None:
+    """Replace lone surrogates, which SQLite cannot store as UTF-8, by U+FFFD.
+
+    A user name or a command line may contain them when a frontend decodes invalid UTF-8
+    with `surrogateescape`; the journal keeps the rest of the text.
+
+    >>> _storable("gimme a\\udc80b") == "gimme a\\ufffdb"
+    True
+    """
+    if text is None or text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _step_state(step: RunStep) -> tuple[Any, ...]:
