@@ -4,11 +4,13 @@ Each configured channel is a conversation of its own (`irc:#ops`), attached to i
 channel line is a command when it starts with the bot's nick or one of its `respondTo` aliases,
 followed by `:`, `,`, whitespace or nothing. The bare name is the `status` command. Nicks are
 compared with the server's CASEMAPPING. Every private message is a command, answered in
-private in the conversation `irc:query:<nick>`. The speaker's nick is the user name the daemon
-sees; the fuller `IrcIdentity` (user, host, services account) is kept in `last_identity`.
+private in the conversation `irc:query:<nick>`. The daemon sees each speaker as the identities
+`irc:<nick>` (never verified) and, when the server reports a services account,
+`irc-account:<account>` (verified when the server vouched for it at the time of the message);
+the fuller `IrcIdentity` is kept in `last_identity`. The access section decides what each may do.
 
-`quit` and `shutdown` from chat stop the bot only when the speaker's nick is listed in
-`wfengine.admins`; then the bot quits IRC and `serve` returns.
+`quit` and `shutdown` from chat stop the bot only for an admin; then the bot quits IRC and
+`serve` returns.
 
 Output goes through one `Outbox` per connection, paced by `thehat-irc.rate` and split to fit
 the 512-byte line limit. When the connection drops, the bot reconnects with the given
@@ -17,9 +19,9 @@ that sums up the events it missed (see `frontends.away`). When its nick is taken
 alternative and takes the nick back when the holder leaves or changes nick, or at the next
 `reclaim_interval`.
 
-NOTE: `quit` is allowed by nick, and nicks are not authenticated on servers without services,
-so anyone who takes an admin's nick while that admin is away can stop the bot. The services
-account in `last_identity` is there for a stricter rule.
+NOTE: without an access section, admins are matched by nick, and nicks are not authenticated
+on servers without services, so anyone who takes an admin's nick while that admin is away can
+act as that admin. `access.requireVerified` closes that gap (see docs/access.md).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from frontends.irc_protocol import (
 from frontends.outbox import Outbox, TransmitError
 from frontends.reconnect import ExponentialBackoff, ReconnectStrategy
 from frontends.tasks import Waker, cancel_all, spawn
+from thehat.access import Identity, Speaker
 from thehat.errors import TheHatError
 
 if TYPE_CHECKING:
@@ -388,8 +391,7 @@ class IrcFrontend(Frontend):
         log.debug("command from %s in %s: %r (%s)", identity.nick, conversation.id,
                   request.text, identity)
         try:
-            reply = await self.daemon.handle(conversation, identity.nick, request.text,
-                                             admin=self.is_admin(identity.nick))
+            reply = await self.daemon.handle(conversation, self.speaker(identity), request.text)
         except TheHatError as exc:
             # The daemon normally turns these into reply lines itself; the message is
             # written for the user.
@@ -398,17 +400,19 @@ class IrcFrontend(Frontend):
         if not reply.quit:
             self.outbox.put(request.reply_to, clean_lines(reply.lines))
             return
-        if not self.is_admin(identity.nick):
-            log.warning("%s asked the bot to quit in %s, but is not an admin", identity.nick,
-                        conversation.id)
-            admins = ", ".join(self.config.engine.admins) or "nobody yet"
-            self.outbox.put(request.reply_to, [
-                f"{identity.nick}: only the admins listed in wfengine.admins can stop the bot "
-                f"(now: {admins})."])
-            return
+        # The daemon lets only admins quit from chat.
         log.info("%s asked the bot to quit in %s", identity.nick, conversation.id)
         self.outbox.put(request.reply_to, clean_lines(reply.lines) or ["Bye."])
         await self._quit(f"stopped by {identity.nick}")
+
+    def speaker(self, identity: IrcIdentity) -> Speaker:
+        """Describe the sender for the daemon: the nick, never verified, and the services
+        account when the server reported one."""
+        identities = [Identity("irc", identity.nick)]
+        if identity.account is not None:
+            identities.append(Identity("irc-account", identity.account, identity.verified))
+        return Speaker(identity.nick, tuple(identities),
+                       listed_admin=self.is_admin(identity.nick))
 
     def is_admin(self, nick: str) -> bool:
         """Tell whether `nick` is listed in `wfengine.admins`, compared as the server does."""

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from frontends.base import Conversation, Frontend
+from thehat.access import Speaker
 from thehat.errors import TheHatError
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ class TerminalFrontend(Frontend):
                  interactive: bool | None = None) -> None:
         super().__init__(daemon, config)
         self.user = user
+        # The terminal's user runs the bot, so is an admin unless the access section says not.
+        self.speaker = Speaker.terminal(user)
         self.flow = flow
         self.conversation = TerminalConversation(self, user)
         self._stdin = stdin
@@ -205,8 +208,7 @@ class TerminalFrontend(Frontend):
             log.info("opening flow file %s for %s", flow, self.user)
             return await self.daemon.open_file(self.conversation, flow, self.user)
         log.info("loading flow %s from the data directory for %s", flow, self.user)
-        reply = await self.daemon.handle(self.conversation, self.user, f"load {flow}",
-                                         admin=True)
+        reply = await self.daemon.handle(self.conversation, self.speaker, f"load {flow}")
         if self.daemon.flow_name(self.conversation) is None:
             # The flow named on the command line did not load: stop, as for a bad file.
             raise TheHatError("\n".join(reply.lines))
@@ -216,8 +218,7 @@ class TerminalFrontend(Frontend):
         """Hand one command line to the daemon, print the reply and return whether to quit."""
         log.debug("<< %s: %s", self.user, text)
         try:
-            # The terminal's user runs the bot, so is an admin.
-            reply = await self.daemon.handle(self.conversation, self.user, text, admin=True)
+            reply = await self.daemon.handle(self.conversation, self.speaker, text)
         except TheHatError as exc:
             # The daemon normally turns these into reply lines itself. Their message is
             # written for the user, so it is shown as it is.

@@ -8,11 +8,14 @@ status). Every direct message with a body is a command, answered directly in the
 room). Two kinds of room message are never executed: history the room replays on join (it
 carries a XEP-0203 `delay` element) and the room's echo of the bot's own messages.
 
-The speaker's room nick is the user name the daemon sees, as on IRC. The fuller
-`XmppIdentity` (nick, real bare JID when the room discloses it) is kept in `last_identity` and
-in each room's `occupants`, for access control. `quit` and `shutdown` stop the bot only for an
-admin listed in `wfengine.admins`: an entry with `@` must equal the speaker's verified bare
-JID, an entry without `@` the room nick (like IRC, so anyone may take a free admin nick).
+The speaker's room nick is the user name the daemon sees, as on IRC. When the room discloses
+the occupant's real bare JID (or the message came straight from an account), the daemon also
+sees the verified identity `xmpp:<bare JID>`, which the access section matches; in an
+anonymous room the nick is all there is. The fuller `XmppIdentity` is kept in `last_identity`
+and in each room's `occupants`. `quit` and `shutdown` stop the bot only for an admin. Without
+an access section the admins are those in `wfengine.admins`: an entry with `@` must equal the
+speaker's verified bare JID, an entry without `@` the room nick (like IRC, so anyone may take
+a free admin nick).
 
 Output goes through one `Outbox`, paced by `thehat-xmpp.rate`. A reply's lines are packed into
 multi-line messages of at most `max_message_bytes`, broken between lines. When the connection
@@ -42,6 +45,7 @@ from frontends.xmpp_protocol import (
     clean_text,
     pack_lines,
 )
+from thehat.access import Identity, Speaker
 from thehat.errors import TheHatError
 
 if TYPE_CHECKING:
@@ -512,8 +516,7 @@ class XmppFrontend(Frontend):
         log.debug("command from %s in %s: %r (%s)", identity.nick, conversation.id,
                   request.text, identity)
         try:
-            reply = await self.daemon.handle(conversation, identity.nick, request.text,
-                                             admin=self.is_admin(identity))
+            reply = await self.daemon.handle(conversation, self.speaker(identity), request.text)
         except TheHatError as exc:
             # The daemon normally turns these into reply lines itself; the message is
             # written for the user.
@@ -522,17 +525,17 @@ class XmppFrontend(Frontend):
         if not reply.quit:
             self.put(request.reply_to, reply.lines)
             return
-        if not self.is_admin(identity):
-            log.warning("%s asked the bot to quit in %s, but is not an admin", identity.nick,
-                        conversation.id)
-            admins = ", ".join(self.config.engine.admins) or "nobody yet"
-            self.put(request.reply_to, [
-                f"{identity.nick}: only the admins listed in wfengine.admins can stop the bot "
-                f"(now: {admins})."])
-            return
+        # The daemon lets only admins quit from chat.
         log.info("%s asked the bot to quit in %s", identity.nick, conversation.id)
         self.put(request.reply_to, reply.lines or ["Bye."])
         await self._quit(f"stopped by {identity.nick}")
+
+    def speaker(self, identity: XmppIdentity) -> Speaker:
+        """Describe the sender for the daemon: the nick, and the real JID when it is known."""
+        identities: tuple[Identity, ...] = ()
+        if identity.jid is not None:
+            identities = (Identity("xmpp", identity.jid, identity.verified),)
+        return Speaker(identity.nick, identities, listed_admin=self.is_admin(identity))
 
     def is_admin(self, identity: XmppIdentity) -> bool:
         """Tell whether `identity` matches an entry of `wfengine.admins`.

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from thehat import commands
+from thehat.access import Speaker
 from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon
 from thehat.engine import Run
@@ -25,8 +26,8 @@ class Chat:
         self.conversation_id = conversation_id
         self.user = user
 
-    def say(self, text: str, user: str | None = None) -> str:
-        outcome = self.daemon.execute(self.conversation_id, user or self.user, text)
+    def say(self, text: str, user: str | None = None, admin: bool = False) -> str:
+        outcome = self.daemon.execute(self.conversation_id, user or self.user, text, admin)
         return "\n".join(outcome.lines)
 
 
@@ -71,7 +72,7 @@ def test_original_command_words_exist() -> None:
 
 def test_version_control_words_need_configuration(chat: Chat) -> None:
     for line in ("checkout toast.flow", "commit toast.flow some message"):
-        reply = chat.say(line)
+        reply = chat.say(line, admin=True)
         assert reply == ("No version control is configured: set wfengine.vcs (class Git or "
                          "Subversion, root) in the configuration."), line
 
@@ -266,7 +267,15 @@ def test_small_talk_commands(chat: Chat) -> None:
 
 
 def test_quit_sets_flag(daemon: Daemon) -> None:
-    assert daemon.execute(TTY, "alice", "quit").quit
+    assert daemon.execute(TTY, Speaker.terminal("alice"), "quit").quit
+    assert daemon.execute("irc:#ops", "root", "quit", admin=True).quit
+
+
+def test_quit_from_chat_needs_an_admin(daemon: Daemon) -> None:
+    outcome = daemon.execute("irc:#ops", "bob", "quit")
+    assert not outcome.quit
+    assert outcome.lines == ["quit needs the admin role; bob is an operator. Admins are listed "
+                             "in wfengine.admins."]
 
 
 def test_no_flow_attached(daemon: Daemon) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from thehat import __version__
+from thehat.access import Role, Speaker
 from thehat.automation import Launch
 from thehat.clocks import PROGRAM_PREFIX, parse_clock_owner
 from thehat.engine import Run, UnknownStep
@@ -26,6 +27,7 @@ from thehat.model import (MAX_COMMAND_CHARACTERS, MAX_TIMEOUT, StepDef, parse_ti
                           text_problem)
 from thehat.names import did_you_mean, name_problem
 from thehat.status import event_lines, format_table, format_time, status_block
+from thehat.typing_marks import normalise_line
 
 if TYPE_CHECKING:
     from thehat.daemon import Daemon
@@ -71,12 +73,17 @@ class Context:
 
     daemon: Daemon
     conversation_id: str
+    # The name that owns steps for the speaker (see AccessPolicy.actor).
     user: str
     word: str
     args: str
     outcome: Outcome
-    # Whether the frontend found the speaker in wfengine.admins.
-    admin: bool = False
+    speaker: Speaker
+    role: Role
+
+    @property
+    def admin(self) -> bool:
+        return self.role >= Role.ADMIN
 
     @property
     def run(self) -> Run | None:
@@ -118,6 +125,10 @@ class Command:
     aliases: tuple[str, ...] = ()
     changes: bool = False
     details: str = ""
+    # The role the command needs under an access section.
+    role: Role = Role.ADMIN
+    # Whether it acts on the bot's host, so needs an admin even without an access section.
+    host: bool = False
 
 
 COMMANDS: dict[str, Command] = {}
@@ -125,11 +136,16 @@ _LOOKUP: dict[str, Command] = {}
 
 
 def command(name: str, usage: str, summary: str, section: str, *, aliases: tuple[str, ...] = (),
-            changes: bool = False, details: str = "") -> Callable[[Handler], Handler]:
-    """Register a handler in the command table under `name` and its aliases."""
+            changes: bool = False, details: str = "", role: Role = Role.ADMIN,
+            host: bool = False) -> Callable[[Handler], Handler]:
+    """Register a handler in the command table under `name` and its aliases.
+
+    A command needs the admin role unless `role` says less.
+    """
 
     def register(handler: Handler) -> Handler:
-        entry = Command(name, usage, summary, section, handler, aliases, changes, details)
+        entry = Command(name, usage, summary, section, handler, aliases, changes, details,
+                        role, host)
         COMMANDS[name] = entry
         for word in (name, *aliases):
             _LOOKUP[word.casefold()] = entry
@@ -181,14 +197,28 @@ def split_names(text: str) -> list[str]:
     return [part for part in re.split(r"[\s,]+", text.strip()) if part]
 
 
-def execute(daemon: Daemon, conversation_id: str, user: str, text: str,
+def execute(daemon: Daemon, conversation_id: str, speaker: Speaker | str, text: str,
             admin: bool = False) -> Outcome:
-    """Run one command line from `user` in a conversation and return what it produced.
+    """Run one command line from `speaker` in a conversation and return what it produced.
 
-    Expected failures become reply lines; anything else is logged and answered with a short
-    generic line, so a bug never leaks a traceback into a chat room.
+    A plain name for `speaker` stands for a speaker with no identity, an admin when `admin`.
+    The line is checked for length and look-alike characters, the speaker's role for the
+    command, and only then is the command run. Expected failures become reply lines;
+    anything else is logged and answered with a short generic line, so a bug never leaks a
+    traceback into a chat room.
     """
+    if isinstance(speaker, str):
+        speaker = Speaker.plain(speaker, admin)
     outcome = Outcome()
+    policy = daemon.config.access
+    try:
+        text, notes = checked_line(text, daemon.config.limits.max_line_length)
+    except CommandError as exc:
+        outcome.lines.append(str(exc))
+        outcome.refusals += 1
+        outcome.result = list(outcome.lines)
+        return outcome
+    outcome.lines.extend(notes)
     # Any whitespace separates the command word, a tab or a no-break space included.
     parts = text.strip().split(None, 1)
     word = parts[0] if parts else ""
@@ -199,19 +229,24 @@ def execute(daemon: Daemon, conversation_id: str, user: str, text: str,
     if entry is None:
         outcome.lines.append(f"Unknown command {word!r}{did_you_mean(word, command_words())}; "
                              "say help for the list of commands.")
+        outcome.refusals += 1
+        outcome.result = list(outcome.lines)
         return outcome
 
-    context = Context(daemon, conversation_id, user, word, args.strip(), outcome, admin)
-    run = context.run
+    run = daemon.run_for(conversation_id)
+    role = policy.role(speaker, target_flow(entry, args, run))
+    context = Context(daemon, conversation_id, policy.actor(speaker), word, args.strip(),
+                      outcome, speaker, role)
     if run is not None:
         outcome.run_name = run.name
     try:
+        check_role(context, entry)
         entry.handler(context)
     except TheHatError as exc:
         outcome.lines.append(str(exc))
         outcome.refusals += 1
     except Exception:
-        log.exception("command %r from %s in %s failed", text, user, conversation_id)
+        log.exception("command %r from %s in %s failed", text, speaker.name, conversation_id)
         outcome.lines.append(f"Internal error while running {entry.name}; it was logged. "
                              "The flow state is unchanged unless a line above says otherwise.")
         outcome.refusals += 1
@@ -225,6 +260,82 @@ def execute(daemon: Daemon, conversation_id: str, user: str, text: str,
         complete = outcome.status_header == "status request"
         outcome.lines.extend(daemon.status(context.run, outcome.status_header, complete))
     return outcome
+
+
+def checked_line(text: str, max_length: int) -> tuple[str, list[str]]:
+    """Refuse an over-long line, make look-alike characters plain; return the notes.
+
+    Raises CommandError naming the length and the limit, or the offending character.
+    """
+    if len(text) > max_length:
+        raise CommandError(f"The command is {len(text):,} characters long; the limit is "
+                           f"{max_length:,} (limits.maxLineLength). Nothing was done.")
+    return normalise_line(text)
+
+
+def target_flow(entry: Command, args: str, run: Run | None) -> str | None:
+    """Return the flow whose roles decide `entry`: the named one for load, restore and new,
+    else the attached run's."""
+    if entry.name in ("load", "restore", "new"):
+        names = args.split()
+        return names[0].removesuffix(".flow") if len(names) == 1 else None
+    return None if run is None else run.name
+
+
+def needed_role(entry: Command, context: Context) -> Role:
+    """Return the role `entry` needs from the speaker of `context`.
+
+    Without an access section every command but the host commands is open to operators, as
+    in earlier versions. Leaving the terminal is open to its user whatever the role.
+    """
+    if entry.name == "quit" and context.speaker.local:
+        return Role.OBSERVER
+    if not context.daemon.config.access.configured:
+        return Role.ADMIN if entry.host else Role.OPERATOR
+    return entry.role
+
+
+def allowed(entry: Command, context: Context) -> bool:
+    return context.role >= needed_role(entry, context)
+
+
+def check_role(context: Context, entry: Command) -> None:
+    """Raise CommandError naming the role `entry` needs when the speaker lacks it."""
+    needed = needed_role(entry, context)
+    if context.role >= needed:
+        return
+    log.info("refused %s to %s: needs %s, has %s", entry.name, context.speaker.describe(),
+             needed.word, context.role.word)
+    raise CommandError(f"{entry.name} needs the {needed.word} role; {who(context)} "
+                       f"{context.role.with_article}{where(context)}. {how_to_get(context, needed)}")
+
+
+def require_admin(context: Context, action: str) -> None:
+    """Raise CommandError unless the speaker is an admin; `action` says what needs it."""
+    if context.admin:
+        return
+    raise CommandError(f"Only admins can {action}; {who(context)} {context.role.with_article}"
+                       f"{where(context)}. {how_to_get(context, Role.ADMIN)}")
+
+
+def who(context: Context) -> str:
+    return f"{context.speaker.name} ({context.speaker.describe()}) is" \
+        if context.speaker.identities else f"{context.speaker.name} is"
+
+
+def where(context: Context) -> str:
+    run = context.run
+    return f" for flow {run.name}" if run is not None else ""
+
+
+def how_to_get(context: Context, needed: Role) -> str:
+    policy = context.daemon.config.access
+    if not policy.configured:
+        return "Admins are listed in wfengine.admins."
+    if policy.require_verified and not context.speaker.verified:
+        return ("Roles need a verified identity here (access.requireVerified): log in to "
+                "your services account, or speak from a room that shows your JID.")
+    return f"Ask an admin to list you under access.{needed.word} in the configuration."
 
 
 def for_each_step(context: Context, names: list[str],
@@ -275,10 +386,8 @@ def check_new_owner(context: Context, owner: str | None) -> None:
     """
     if owner is None:
         return
-    if owner.startswith(PROGRAM_PREFIX) and not context.admin:
-        raise CommandError(f"Only the admins listed in wfengine.admins can give steps to a "
-                           f"program, because it runs on the bot's host; {context.user} is "
-                           "not one of them.")
+    if owner.startswith(PROGRAM_PREFIX):
+        require_admin(context, "give steps to a program, because it runs on the bot's host")
     clock = parse_clock_owner(owner, context.daemon.zone)
     if clock is not None and clock.scheduled is not None:
         when = format_time(clock.scheduled, context.daemon.zone)
@@ -287,15 +396,40 @@ def check_new_owner(context: Context, owner: str | None) -> None:
                       "is on.")
 
 
+def hand_over(context: Context, run: Run, name: str, owner: str | None) -> list[Event]:
+    """Make `owner` the owner of step `name`, if the speaker may move that step.
+
+    Under an access section, operators move only steps that are unassigned or their own;
+    taking a step from another owner (a person, a clock or a program) needs an admin.
+    """
+    current = run.step(name).owner
+    if (context.daemon.config.access.configured and not context.admin
+            and current not in (None, context.user)):
+        raise Refusal(f"Step {name} is owned by {current}; as an operator, "
+                      f"{context.user} can take or give away only unassigned steps and their "
+                      f"own. Ask {current} or an admin to give it away.")
+    return run.set_owner(name, owner, context.user)
+
+
+def hand_over_all(context: Context, run: Run, names: list[str], owner: str | None) -> None:
+    """Hand over each of `names`; a refusal of one step does not stop the others."""
+    for name in names:
+        try:
+            context.emit(hand_over(context, run, name, owner))
+        except Refusal as exc:
+            context.reply(str(exc))
+            context.outcome.refusals += 1
+
+
 @command("gimme", "gimme <step>[,<step>...]", "Take ownership of steps.", "progression",
-         changes=True)
+         changes=True, role=Role.OPERATOR)
 def gimme(context: Context) -> None:
     check_new_owner(context, context.user)
-    for_named_steps(context, lambda run, n: run.set_owner(n, context.user, context.user))
+    for_named_steps(context, lambda run, n: hand_over(context, run, n, context.user))
 
 
 @command("giveto", "giveto <owner> <step>[,<step>...]", "Give steps to someone.",
-         "progression", changes=True)
+         "progression", changes=True, role=Role.OPERATOR)
 def giveto(context: Context) -> None:
     owner, _, rest = context.args.partition(" ")
     names = split_names(rest)
@@ -314,7 +448,7 @@ def giveto(context: Context) -> None:
                            "nothing changed. To give a step to a program with arguments, say "
                            "set <step> owner program:<command line>.")
     check_new_owner(context, owner)
-    for_each_step(context, names, lambda run, n: run.set_owner(n, owner, context.user))
+    for_each_step(context, names, lambda run, n: hand_over(context, run, n, owner))
 
 
 def give_groups(context: Context, groups: list[str], owner: str) -> None:
@@ -330,12 +464,11 @@ def give_groups(context: Context, groups: list[str], owner: str) -> None:
     check_new_owner(context, owner)
     context.reply(f"Giving step group(s) {', '.join(g for g in groups if g in known)} to "
                   f"{owner}...")
-    for step in steps:
-        context.emit(run.set_owner(step.name, owner, context.user))
+    hand_over_all(context, run, [step.name for step in steps], owner)
 
 
 @command("gimmegroup", "gimmegroup <group>[,<group>...]", "Take every step of the groups.",
-         "progression", changes=True)
+         "progression", changes=True, role=Role.OPERATOR)
 def gimmegroup(context: Context) -> None:
     groups = split_names(context.args)
     if not groups:
@@ -345,7 +478,7 @@ def gimmegroup(context: Context) -> None:
 
 @command("givegroupto", "givegroupto <group>[,<group>...] <owner>",
          "Give every step of the groups to someone.", "progression", changes=True,
-         details="The owner is the rest of the line after the first word.")
+         details="The owner is the rest of the line after the first word.", role=Role.OPERATOR)
 def givegroupto(context: Context) -> None:
     groups, owner = split_leading_list(context.args)
     owner = owner.strip()
@@ -354,22 +487,22 @@ def givegroupto(context: Context) -> None:
     give_groups(context, groups, owner)
 
 
-@command("gimmeall", "gimmeall", "Take ownership of every step.", "progression", changes=True)
+@command("gimmeall", "gimmeall", "Take ownership of every step.", "progression", changes=True,
+         role=Role.OPERATOR)
 def gimmeall(context: Context) -> None:
     run = context.require_run()
     check_new_owner(context, context.user)
-    for name in list(run.steps):
-        context.emit(run.set_owner(name, context.user, context.user))
+    hand_over_all(context, run, list(run.steps), context.user)
 
 
 @command("start", "start <step>[,<step>...]", "Start ready steps you own.", "progression",
-         changes=True)
+         changes=True, role=Role.OPERATOR)
 def start(context: Context) -> None:
     for_named_steps(context, lambda run, n: run.start(n, context.user))
 
 
 @command("finish", "finish <step>[,<step>...]", "Finish steps you own, started or not.",
-         "progression", changes=True)
+         "progression", changes=True, role=Role.OPERATOR)
 def finish(context: Context) -> None:
     for_named_steps(context, lambda run, n: run.finish(n, context.user))
 
@@ -378,7 +511,7 @@ def finish(context: Context) -> None:
          "progression", changes=True,
          details="Steps that never started are excluded, and the failed step stays failed. "
                  "Every other started step must then be reverted, each once the steps after "
-                 "it are reverted.")
+                 "it are reverted.", role=Role.OPERATOR)
 def fail(context: Context) -> None:
     names = split_names(context.args)
     if len(names) != 1:
@@ -387,13 +520,13 @@ def fail(context: Context) -> None:
 
 
 @command("reverting", "reverting <step>[,<step>...]", "Say you are undoing started steps.",
-         "progression", changes=True)
+         "progression", changes=True, role=Role.OPERATOR)
 def reverting(context: Context) -> None:
     for_named_steps(context, lambda run, n: run.mark_reverting(n, context.user))
 
 
 @command("reverted", "reverted <step>[,<step>...]", "Say started steps are undone.",
-         "progression", aliases=("revert",), changes=True)
+         "progression", aliases=("revert",), changes=True, role=Role.OPERATOR)
 def reverted(context: Context) -> None:
     for_named_steps(context, lambda run, n: run.revert(n, context.user))
 
@@ -406,7 +539,8 @@ def reverted(context: Context) -> None:
                  "prog' once started. After a failure, 'pending reversion' marks a finished "
                  "step to undo now, 'in prog, revert' a started one to stop and undo, "
                  "'reverting' one being undone. DUR is minutes since the start. After a "
-                 "change the table shows at most wfengine.statusRows steps; status shows all.")
+                 "change the table shows at most wfengine.statusRows steps; status shows all.",
+         role=Role.OBSERVER)
 def status(context: Context) -> None:
     context.outcome.status_header = "status request"
     if context.run is None:
@@ -415,7 +549,7 @@ def status(context: Context) -> None:
 
 
 @command("list", "list", "List every step with its groups, owner and description.",
-         "information")
+         "information", role=Role.OBSERVER)
 def list_steps(context: Context) -> None:
     run = context.require_run()
     rows = [("NAME", "STATE", "OWNER", "GROUPS", "DESCRIPTION")]
@@ -426,7 +560,7 @@ def list_steps(context: Context) -> None:
 
 
 @command("dump", "dump", "Show every step with all its fields, state and times.",
-         "information")
+         "information", role=Role.OBSERVER)
 def dump(context: Context) -> None:
     from renderers.text import render_text
 
@@ -434,24 +568,27 @@ def dump(context: Context) -> None:
     context.reply(*render_text(run, context.daemon.zone).splitlines())
 
 
-@command("date", "date", "Show the engine's time.", "information", aliases=("time",))
+@command("date", "date", "Show the engine's time.", "information", aliases=("time",),
+         role=Role.OBSERVER)
 def date(context: Context) -> None:
     context.reply(f"Workflow engine time is: {format_time(context.daemon.clock.now(), context.daemon.zone)}")
 
 
-@command("version", "version", "Show the version of thehat.", "information")
+@command("version", "version", "Show the version of thehat.", "information", role=Role.OBSERVER)
 def version(context: Context) -> None:
     context.reply(f"thehat version {__version__}")
 
 
-@command("hello", "hello", "Say hello.", "information", aliases=("hi", "howdee", "ping"))
+@command("hello", "hello", "Say hello.", "information", aliases=("hi", "howdee", "ping"),
+         role=Role.OBSERVER)
 def hello(context: Context) -> None:
     context.reply(f"Hello {context.user}!  I am a workflow engine. Please ask me for help if "
                   "you have any questions.",
                   "I accept commands of the form <command> [<param1>[...<paramN>]]")
 
 
-@command("help", "help [<command>]", "List the commands, or explain one.", "information")
+@command("help", "help [<command>]", "List the commands, or explain one.", "information",
+         role=Role.OBSERVER)
 def help_command(context: Context) -> None:
     word = context.args.split()[0] if context.args.split() else ""
     if word:
@@ -463,15 +600,27 @@ def help_command(context: Context) -> None:
             context.reply(entry.details)
         if entry.aliases:
             context.reply("Also: " + ", ".join(entry.aliases))
+        if not allowed(entry, context):
+            context.reply(f"It needs the {needed_role(entry, context).word} role; "
+                          f"{who(context)} {context.role.with_article}{where(context)}.")
         return
+    hidden = 0
     for section in SECTIONS:
         entries = sorted((c for c in COMMANDS.values() if c.section == section),
                          key=lambda c: c.name)
+        hidden += len(entries)
+        entries = [c for c in entries if allowed(c, context)]
+        hidden -= len(entries)
+        if not entries:
+            continue
         context.reply(f"{section}:")
         context.reply(*("  " + line for line in format_table(
             [(c.usage, c.summary) for c in entries])))
     context.reply("Say help <command> for details. Step and group lists take commas, spaces "
                   "or both.")
+    if hidden:
+        context.reply(f"{hidden} more commands need a role above {context.role.word}"
+                      f"{where(context)}, so they are not listed.")
 
 
 HISTORY_LIMIT: Final = 20
@@ -480,7 +629,7 @@ HISTORY_LIMIT: Final = 20
 @command("history", "history [<step>...]",
          "Show the recent audit entries of the attached flow, or of some steps.", "information",
          details=f"Shows the newest {HISTORY_LIMIT} entries; 'thehat history FLOW' on the "
-                 "host exports all of them.")
+                 "host exports all of them.", role=Role.OBSERVER)
 def history(context: Context) -> None:
     run = context.require_run()
     context.reply(*context.daemon.history(run.name, split_names(context.args), HISTORY_LIMIT))
@@ -489,7 +638,8 @@ def history(context: Context) -> None:
 @command("report", "report", "Show the change record of the attached flow, step by step.",
          "information",
          details="Owner, planned order, actual start and finish, duration, failure and "
-                 "reversion of every step; 'thehat report FLOW --format csv' gives CSV.")
+                 "reversion of every step; 'thehat report FLOW --format csv' gives CSV.",
+         role=Role.OBSERVER)
 def report(context: Context) -> None:
     run = context.require_run()
     context.reply(*context.daemon.report(run.name))
@@ -499,7 +649,7 @@ def report(context: Context) -> None:
 
 @command("ls", "ls", "List the flow files in the data directory.", "operations",
          details="With version control configured, the VCS column gives each file's status: "
-                 "unchanged, modified, added, untracked, conflict or ignored.")
+                 "unchanged, modified, added, untracked, conflict or ignored.", role=Role.OBSERVER)
 def ls(context: Context) -> None:
     flows = context.daemon.datadir.list_flows()
     if not flows:
@@ -563,7 +713,7 @@ def unload(context: Context) -> None:
 
 
 @command("restore", "restore <flow>", "Attach here to a run of the flow that is active.",
-         "operations")
+         "operations", role=Role.OPERATOR)
 def restore(context: Context) -> None:
     names = context.args.split()
     if len(names) != 1:
@@ -596,7 +746,8 @@ def save(context: Context) -> None:
 
 @command("dryrun", "dryrun [<step to fail>]",
          "Simulate the rest of the run on a copy, optionally failing one step.", "diagnostic",
-         details="The live run is not changed: owners, states and times stay as they are.")
+         details="The live run is not changed: owners, states and times stay as they are.",
+         role=Role.OBSERVER)
 def dryrun(context: Context) -> None:
     from thehat.simulation import simulate
 
@@ -608,8 +759,10 @@ def dryrun(context: Context) -> None:
 
 
 @command("quit", "quit", "Leave (the terminal) or stop the bot.", "operations",
-         aliases=("shutdown", "exit"))
+         aliases=("shutdown", "exit"), host=True)
 def quit_command(context: Context) -> None:
+    if not context.speaker.local:
+        log.info("%s stops the bot from %s", context.speaker.describe(), context.conversation_id)
     context.outcome.quit = True
     context.reply("Bye.")
 
@@ -694,10 +847,9 @@ def set_property(context: Context) -> None:
                            f" properties: {', '.join(SET_PROPERTIES)}.")
     if prop.casefold() == "name" and len(names) != 1:
         raise CommandError("set ... name renames one step at a time.")
-    if prop.casefold() in _COMMAND_PROPERTIES and not context.admin:
-        raise CommandError(f"Only the admins listed in wfengine.admins can set {prop}, because "
-                           f"it runs on the bot's host; {context.user} is not one of them. "
-                           "Edit the flow file instead.")
+    if prop.casefold() in _COMMAND_PROPERTIES:
+        require_admin(context, f"set {prop}, because it runs on the bot's host (or edit the "
+                               "flow file instead)")
     if prop.casefold() == "owner":
         check_new_owner(context, value or None)
     before = len(context.outcome.events) + context.outcome.refusals
@@ -857,7 +1009,7 @@ def idleprompt(context: Context) -> None:
 @command("tictoc", "tictoc", "Let the clocks and programs of this flow act now.", "operations",
          changes=True,
          details="Acts even when clock processing is off, once; clocks whose time has not "
-                 "come wait.")
+                 "come wait.", role=Role.OPERATOR)
 def tictoc(context: Context) -> None:
     run = context.require_run()
     context.reply("(---tictoc---)")
@@ -875,10 +1027,10 @@ def tictoc(context: Context) -> None:
 
 @command("exec", "exec <command>", "Run a shell command on the bot's host (admins only).",
          "diagnostic",
-         details="Needs wfengine.allowExec: true and a speaker listed in wfengine.admins (the "
-                 "terminal's user counts as one). The command runs through /bin/sh with a "
+         details="Needs wfengine.allowExec: true and the admin role (the terminal's user "
+                 "is an admin unless the access section says otherwise). The command runs through /bin/sh with a "
                  "timeout (wfengine.commandTimeout), and its output and exit status follow as "
-                 "they come.")
+                 "they come.", host=True)
 def exec_command(context: Context) -> None:
     command_line = context.args.strip()
     if not command_line:
@@ -890,9 +1042,6 @@ def exec_command(context: Context) -> None:
     if not engine.allow_exec:
         raise CommandError("exec is not allowed: wfengine.allowExec is false in the "
                            "configuration.")
-    if not context.admin:
-        raise CommandError(f"Only the admins listed in wfengine.admins can use exec; "
-                           f"{context.user} is not one of them.")
     run = context.run
     context.outcome.launches.append(Launch(
         "exec", run.name if run else None, None, command_line,
@@ -906,12 +1055,6 @@ def exec_command(context: Context) -> None:
 
 DEFAULT_COMMIT_MESSAGE: Final = "Update from thehat"
 MAX_COMMIT_MESSAGE: Final = 2000
-
-
-def require_vcs_admin(context: Context, action: str) -> None:
-    if not context.admin:
-        raise CommandError(f"Only the admins listed in wfengine.admins can {action}; "
-                           f"{context.user} is not one of them.")
 
 
 def runs_unlike_files(context: Context, path: str) -> list[str]:
@@ -942,16 +1085,13 @@ def runs_unlike_files(context: Context, path: str) -> list[str]:
          details="The path is relative to the data directory; '.' is all of it. The first "
                  "checkout makes the data directory a working copy of wfengine.vcs.root. After "
                  "that, the repository's latest version of the path replaces the local one, "
-                 "local changes included, which is why only admins (wfengine.admins) may use "
-                 "it. 'checkout . <branch>' switches the data directory to another branch. "
-                 "Active runs go on from memory; say reload to use the new file.")
+                 "local changes included, which is why only admins may use it. 'checkout . <branch>' switches the data directory to another branch. "
+                 "Active runs go on from memory; say reload to use the new file.", host=True)
 def checkout(context: Context) -> None:
     words = context.args.split()
     if not words or len(words) > 2:
         raise usage_error(context)
     vcs = context.daemon.version_control()
-    require_vcs_admin(context, "check out flows, because that replaces files in the data "
-                               "directory")
     path = vcs.checked_path(words[0])
     context.reply(*vcs.checkout(path, words[1] if len(words) == 2 else None))
     differing = runs_unlike_files(context, path)
@@ -969,13 +1109,12 @@ def checkout(context: Context) -> None:
                  "the path are added; deleted files are never deleted from the repository, and "
                  "thehat's run store is never committed. Git commits are pushed at once. A "
                  "commit records the files as last saved: say save first to include changes "
-                 "made in chat. Only admins (wfengine.admins) may commit.")
+                 "made in chat. Only admins may commit.", host=True)
 def commit(context: Context) -> None:
     words = context.args.split(None, 1)
     if not words:
         raise usage_error(context)
     vcs = context.daemon.version_control()
-    require_vcs_admin(context, "commit flows")
     message = words[1].strip() if len(words) == 2 else DEFAULT_COMMIT_MESSAGE
     problem = text_problem(message, MAX_COMMIT_MESSAGE)
     if problem is not None:

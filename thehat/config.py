@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
+from thehat.access import AccessPolicy, parse_access_section
 from thehat.errors import ConfigError
 from thehat.limits import Limits, parse_limits_section
 from thehat.names import did_you_mean
@@ -113,6 +114,8 @@ class Config:
     smtp: SmtpSettings | None = None
     # The `limits` section: command rate, line length and flow size.
     limits: Limits = field(default_factory=Limits)
+    # The `access` section: roles per identity; unconfigured keeps the earlier behaviour.
+    access: AccessPolicy = field(default_factory=AccessPolicy)
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -169,7 +172,11 @@ def parse_config(document: Any, path: Path | None = None) -> Config:
 
         smtp = parse_smtp_section(document["smtp"], source, base)
     limits = parse_limits_section(document.get("limits"), source)
-    return Config(engine=engine, sections=sections, path=path, smtp=smtp, limits=limits)
+    access = AccessPolicy()
+    if "access" in document:
+        access = parse_access_section(document["access"], source)
+    return Config(engine=engine, sections=sections, path=path, smtp=smtp, limits=limits,
+                  access=access)
 
 
 def _parse_engine(section: Any, source: str, base: Path) -> EngineConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from frontends.base import Conversation
 from thehat import commands
+from thehat.access import Speaker
 from thehat.automation import (Automation, Launch, PassResult, plan_pass, started_or_finished,
                                step_command_launches)
 from thehat.commands import Context, Outcome
@@ -31,6 +33,7 @@ from thehat.engine import Clock, Modes, Run, RunStep, SystemClock
 from thehat.errors import CommandError, FlowError
 from thehat.events import Event, EventKind
 from thehat.flowfile import load_flow
+from thehat.limits import RateLimiter, wait_words
 from thehat.lock import DirectoryLock
 from thehat.model import Flow, StepState
 from thehat.rendering import RenderService
@@ -63,6 +66,13 @@ class Completions:
     commands: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
+
+
+def rate_key(speaker: Speaker) -> str:
+    """The key of a speaker's rate limit: the first verified identity, else the first one,
+    else the name."""
+    identities = speaker.verified or speaker.identities
+    return identities[0].key if identities else f"name:{speaker.name}"
 
 
 class Daemon:
@@ -98,6 +108,12 @@ class Daemon:
         # Why the configured version control could not be set up; the reply on every use.
         self.vcs_problem: str | None = None
         self._set_up_vcs()
+        limits = self.config.limits
+        self.rate_limiter = RateLimiter(limits.commands_per_minute, limits.command_burst)
+        log.info("access: %s", self.config.access.summary())
+        if self.config.access.configured and engine.admins:
+            log.warning("wfengine.admins is ignored because the configuration has an access "
+                        "section; list the admins under access.admin instead")
         self._lock: asyncio.Lock | None = None
         self._change: Change | None = None
 
@@ -166,16 +182,28 @@ class Daemon:
 
     # -- command handling -------------------------------------------------------------------
 
-    async def handle(self, conversation: Conversation, user: str, text: str,
+    async def handle(self, conversation: Conversation, speaker: Speaker | str, text: str,
                      admin: bool = False) -> Reply:
         """Execute one command line and return the reply for the speaker.
 
-        `admin` tells whether the frontend found `user` in `wfengine.admins`. Blocking work
-        (flow files, the store) runs in a worker thread; the lock keeps commands in order.
-        Commands that the change requests start after the reply is built.
+        A plain name for `speaker` stands for a speaker without identities, an admin when
+        `admin` (tests and scripts). A speaker over their command rate gets a reply saying when
+        to try again, and nothing runs. Blocking work (flow files, the store) runs in a worker
+        thread; the lock keeps commands in order. Commands that the change requests start after
+        the reply is built.
         """
+        if isinstance(speaker, str):
+            speaker = Speaker.plain(speaker, admin)
+        wait = 0.0 if speaker.local else self.rate_limiter.take(rate_key(speaker),
+                                                                 time.monotonic())
+        if wait:
+            log.info("rate limit: ignored a command from %s in %s", speaker.describe(),
+                     conversation.id)
+            return Reply([f"{speaker.name}: too many commands; wait {wait_words(wait)} and "
+                          f"send it again (limits.commandsPerMinute is "
+                          f"{self.config.limits.commands_per_minute}). Nothing was done."])
         async with self.command_lock:
-            outcome = await asyncio.to_thread(self.execute, conversation.id, user, text, admin)
+            outcome = await asyncio.to_thread(self.execute, conversation.id, speaker, text)
         self._mark_stale(outcome)
         await self._broadcast(conversation.id, outcome)
         await self._start_follow_ups(outcome)
@@ -218,14 +246,17 @@ class Daemon:
             run = self.runs.get(name)
             return None if run is None else run.clone()
 
-    def execute(self, conversation_id: str, user: str, text: str,
+    def execute(self, conversation_id: str, speaker: Speaker | str, text: str,
                 admin: bool = False) -> Outcome:
         """Run one command synchronously and commit what it changed; callers serialise calls."""
+        if isinstance(speaker, str):
+            speaker = Speaker.plain(speaker, admin)
+        user = self.config.access.actor(speaker)
         before = self.attachments.get(conversation_id)
         audience = set(self.attached(before)) if before else set()
         self._change = Change(self.clock.now(), user, conversation_id, text, "", "")
         try:
-            outcome = commands.execute(self, conversation_id, user, text, admin)
+            outcome = commands.execute(self, conversation_id, speaker, text)
             self._plan_follow_ups(outcome)
             if not self._commit(self._change, outcome):
                 outcome.launches, outcome.mails = [], []

@@ -24,9 +24,11 @@ import pytest
 from frontends.irc import IrcFrontend
 from frontends.irc_config import parse_irc_config
 from frontends.reconnect import ReconnectStrategy
+from thehat.access import AccessPolicy
 from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon, open_daemon
 from thehat.flowfile import save_flow
+from thehat.limits import Limits
 
 from tests.frontends.irc_client import TIMEOUT, ChatClient
 from tests.helpers import toast_flow
@@ -170,17 +172,20 @@ class Bot:
 @pytest.fixture
 async def start_bot(datadir: Path) -> AsyncIterator[Callable[..., Awaitable[Bot]]]:
     """Return `start(port, channels, **settings)`, which starts the bot and waits until it is
-    in its channels. `admins` sets wfengine.admins; `strategy` is a ReconnectStrategy;
-    `wait` False returns at once. The other keywords are thehat-irc keys."""
+    in its channels. `admins` sets wfengine.admins; `access` and `limits` the sections of
+    those names (by default no command rate limit, so tests may talk fast); `strategy` is a
+    ReconnectStrategy; `wait` False returns at once. The other keywords are thehat-irc keys."""
     bots: list[Bot] = []
 
     async def start(port: int, channels: list[str], *, admins: tuple[str, ...] = ("alice",),
+                    access: AccessPolicy | None = None, limits: Limits | None = None,
                     strategy: ReconnectStrategy | None = None, wait: bool = True,
                     **settings: Any) -> Bot:
         section = {"nic": "thehat", "server": HOST, "port": port, "channels": channels,
                    "rate": {"burst": 50, "interval": 0.02}, **settings}
         config = Config(engine=EngineConfig(datadir=datadir, timezone="UTC", admins=admins),
-                        sections={"thehat-irc": section})
+                        sections={"thehat-irc": section}, access=access or AccessPolicy(),
+                        limits=limits or Limits(commands_per_minute=0))
         daemon = await asyncio.to_thread(open_daemon, config)
         frontend = IrcFrontend(daemon, config, settings=parse_irc_config(section),
                                reconnect=strategy)

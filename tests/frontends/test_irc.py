@@ -247,10 +247,10 @@ async def test_quit_only_for_admins(ircd: NgircdServer, start_bot: StartBot, peo
     await alice.next_message(BOT, channel)
 
     reply = await command(bob, channel, "quit")
-    assert reply == ["bob: only the admins listed in wfengine.admins can stop the bot "
-                     "(now: alice)."]
+    assert reply == ["quit needs the admin role; bob (irc:bob, not verified) is an operator. "
+                     "Admins are listed in wfengine.admins."]
     reply = await command(bob, channel, "shutdown")
-    assert reply[0].startswith("bob: only the admins")
+    assert reply[0].startswith("quit needs the admin role")
     assert not bot.task.done()
 
     alice.say(channel, "thehat: shutdown")

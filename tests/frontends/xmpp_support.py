@@ -22,8 +22,10 @@ import pytest
 from frontends.reconnect import ReconnectStrategy
 from frontends.xmpp import XmppFrontend
 from frontends.xmpp_config import parse_xmpp_config
+from thehat.access import AccessPolicy
 from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon, open_daemon
+from thehat.limits import Limits
 
 from tests.prosody import DOMAIN, MUC_DOMAIN, ProsodyServer, password_for
 from tests.servers import HOST, find_program, started_servers
@@ -251,19 +253,23 @@ def bot_section(port: int, rooms: list[str], **settings: Any) -> dict[str, Any]:
 @pytest.fixture
 async def start_xmpp_bot(xmpp_datadir: Path) -> AsyncIterator[Callable[..., Awaitable[XmppBot]]]:
     """Return `start(port, rooms, **settings)`, which starts the bot and waits until it is
-    in its rooms. `daemon` shares a daemon; `reconnect` is a ReconnectStrategy; `wait` False
-    returns at once. The other keywords are thehat-xmpp keys."""
+    in its rooms. `daemon` shares a daemon; `access` and `limits` set the sections of those
+    names (by default no command rate limit, so tests may talk fast); `reconnect` is a
+    ReconnectStrategy; `wait` False returns at once. The other keywords are thehat-xmpp
+    keys."""
     bots: list[XmppBot] = []
     own_daemons: list[Daemon] = []
 
     async def start(port: int, rooms: list[str], *, daemon: Daemon | None = None,
                     admins: tuple[str, ...] = ("alice",),
+                    access: AccessPolicy | None = None, limits: Limits | None = None,
                     reconnect: ReconnectStrategy | None = None, wait: bool = True,
                     **settings: Any) -> XmppBot:
         section = bot_section(port, rooms, **settings)
         config = Config(engine=EngineConfig(datadir=xmpp_datadir, timezone="UTC",
                                             admins=admins),
-                        sections={"thehat-xmpp": section})
+                        sections={"thehat-xmpp": section}, access=access or AccessPolicy(),
+                        limits=limits or Limits(commands_per_minute=0))
         if daemon is None:
             daemon = await asyncio.to_thread(open_daemon, config)
             own_daemons.append(daemon)
