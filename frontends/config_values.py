@@ -6,18 +6,19 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from thehat.errors import ConfigError
 from thehat.names import did_you_mean
 
 
 SECRET_KEYS: Final = ("password", "password_env", "password_file")
+TOKEN_KEYS: Final = ("token", "token_env", "token_file")
 
 
 @dataclass(frozen=True)
 class Secret:
-    """A password. Its repr and str hide the value; `reveal` returns it."""
+    """A password or token. Its repr and str hide the value; `reveal` returns it."""
 
     _value: str = field(repr=False)
 
@@ -63,38 +64,41 @@ def text_value(value: Any, key: str, source: str) -> str:
 
 
 def secret_value(section: Mapping[str, Any], key: str, source: str, base: Path,
-                 required: bool) -> Secret | None:
-    """Read a password given as `password`, `password_env` (a variable) or `password_file`.
+                 required: bool,
+                 kind: Literal["password", "token"] = "password") -> Secret | None:
+    """Read a secret given as `<kind>`, `<kind>_env` (a variable) or `<kind>_file`.
 
-    Returns None when none is given and `required` is false; ConfigError names `key` otherwise.
+    `kind` is "password" (the keys of SECRET_KEYS) or "token" (TOKEN_KEYS). Returns None when
+    none is given and `required` is false; ConfigError names `key` otherwise.
     """
-    given = [name for name in SECRET_KEYS if section.get(name) is not None]
+    names = (kind, f"{kind}_env", f"{kind}_file")
+    given = [name for name in names if section.get(name) is not None]
     if len(given) > 1:
-        raise ConfigError(f"{source}: {key} has {' and '.join(given)}; give the password one "
+        raise ConfigError(f"{source}: {key} has {' and '.join(given)}; give the {kind} one "
                           "way only")
     if not given:
         if required:
-            raise ConfigError(f"{source}: {key}.password is missing; give password, "
-                              "password_env (an environment variable) or password_file")
+            raise ConfigError(f"{source}: {key}.{kind} is missing; give {kind}, "
+                              f"{kind}_env (an environment variable) or {kind}_file")
         return None
     name = given[0]
     path = f"{key}.{name}"
     value = text_value(section[name], path, source)
-    if name == "password":
-        password = value
-    elif name == "password_env":
+    if name == kind:
+        secret = value
+    elif name == f"{kind}_env":
         if value not in os.environ:
             raise ConfigError(f"{source}: {path} names the environment variable {value!r}, "
-                              "which is not set; set it or give the password another way")
-        password = os.environ[value]
+                              f"which is not set; set it or give the {kind} another way")
+        secret = os.environ[value]
     else:
         file = base / os.path.expanduser(value)
         try:
-            password = file.read_text(encoding="utf-8").rstrip("\r\n")
+            secret = file.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: {path}: cannot read the password file {file}: "
+            raise ConfigError(f"{source}: {path}: cannot read the {kind} file {file}: "
                               f"{exc}") from exc
-    if not password or any(char in password for char in "\r\n\x00"):
-        raise ConfigError(f"{source}: the password from {path} is empty or contains a line "
+    if not secret or any(char in secret for char in "\r\n\x00"):
+        raise ConfigError(f"{source}: the {kind} from {path} is empty or contains a line "
                           "break or NUL")
-    return Secret(password)
+    return Secret(secret)

@@ -127,3 +127,75 @@ def test_registered_renderer_accepted(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(config_module, "_registered_renderers", lambda: ("mermaid",))
     config = load_config(write(tmp_path, "wfengine:\n  renderers: [WorkflowDigraph, mermaid]\n"))
     assert config.engine.renderers == ("digraph", "mermaid")
+
+
+# -- webauth ----------------------------------------------------------------------------------
+
+# A test credential only; no assertion prints it.
+WEB_TOKEN = "config-test-token-0123456789"
+
+
+def test_webauth_absent_leaves_site_open() -> None:
+    assert parse_config({"wfengine": {"bindport": 0}}).webauth is None
+
+
+def test_webauth_token_and_basic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "web.password").write_text("s3cret pass\n", encoding="utf-8")
+    monkeypatch.setenv("THEHAT_TEST_WEB_TOKEN", WEB_TOKEN)
+    path = write(tmp_path, "webauth:\n  token_env: THEHAT_TEST_WEB_TOKEN\n  user: ops\n"
+                           "  password_file: web.password\n")
+
+    auth = load_config(path).webauth
+
+    # Each check is computed first, so that a failure never prints a credential.
+    assert auth is not None
+    token_read = auth.token_matches(WEB_TOKEN)
+    assert token_read
+    assert auth.user == "ops"
+    assert auth.basic
+    password_read = auth.password is not None and auth.password.reveal() == "s3cret pass"
+    assert password_read
+    leaked = "s3cret" in repr(auth) or WEB_TOKEN in repr(auth)
+    assert not leaked
+
+
+def test_webauth_basic_only(tmp_path: Path) -> None:
+    auth = load_config(write(tmp_path, "webauth: {user: ops, password: pw}\n")).webauth
+
+    assert auth is not None
+    assert auth.token is None
+    assert auth.basic
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("webauth:\n", "webauth gives no credentials; set webauth.token (or token_env, "
+                   "token_file), or webauth.user with a password, or remove the webauth"),
+    ("webauth: {tokn: x}\n", "unknown key webauth.tokn (did you mean 'token'"),
+    ("webauth: {token: short}\n", "webauth.token is invalid: use at least 16 characters"),
+    ("webauth: {token: 'has spaces in the token text'}\n", "webauth.token is invalid"),
+    ("webauth: {token: abcdefghijklmnopq, token_env: X}\n",
+     "webauth has token and token_env; give the token one way only"),
+    ("webauth: {token_env: THEHAT_TEST_UNSET_VARIABLE}\n",
+     "webauth.token_env names the environment variable 'THEHAT_TEST_UNSET_VARIABLE', which "
+     "is not set; set it or give the token another way"),
+    ("webauth: {token_file: missing.txt}\n", "webauth.token_file: cannot read the token file"),
+    ("webauth: {user: ops}\n", "webauth.password is missing; give password, password_env"),
+    ("webauth: {password: pw}\n", "webauth has a password but no user; add webauth.user"),
+    ("webauth: {user: 'a:b', password: pw}\n", "webauth.user is 'a:b'; give a non-empty name "
+                                               "without ':'"),
+    ("webauth: [token]\n", "webauth must be a mapping of keys, not list"),
+])
+def test_webauth_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_webauth_error_hides_token(tmp_path: Path) -> None:
+    path = write(tmp_path, "webauth: {token: 'almost a token but spaced'}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    leaked = "almost a token" in str(caught.value)
+    assert not leaked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import ClassVar
 from xml.etree import ElementTree
@@ -26,6 +28,7 @@ from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon, open_daemon
 from thehat.model import StepState
 from thehat.rendering import web_key
+from thehat.webauth import WebAuth, parse_webauth_section
 
 from tests.helpers import FakeClock
 from tests.web_support import (FLOW, FLOW_PATH, HOSTILE_NOTE, WIKI_NOTE, MemoryConversation,
@@ -346,6 +349,14 @@ async def test_svg_download_hostile_text(site: RunningSite,
     "/flows/%2e%2e/digraph.svg",
     "/flows/ops_deploy/digraph.svg",
     "/flows/" + "%2Fetc%2Fpasswd/dump.txt",
+    "/flows/..%2F..%2Fetc/dump.txt",
+    "/flows/%2e%2e%2f%2e%2e%2fetc/dump.txt",
+    "/flows/ops%2F..%2F..%2Fthehat.db/dump.txt",
+    "/flows/ops%2Fdeploy%00/dump.txt",
+    "/flows/%00/dump.txt",
+    FLOW_PATH + "dump.txt%00.png",
+    FLOW_PATH + "%2e%2e%2fdump.txt",
+    FLOW_PATH + "..%5c..%5cthehat.db",
     "/ops_deploy/digraph.svg",
     "/www/ops_deploy/digraph.svg",
     "/thehat.db",
@@ -383,6 +394,17 @@ async def test_symbolic_links_are_not_followed(site: RunningSite, tmp_path: Path
 
     assert status == 404
     assert "top secret" not in body
+
+
+async def test_fifo_in_render_directory_not_served(site: RunningSite,
+                                                   client: aiohttp.ClientSession) -> None:
+    directory = site.webdir / web_key(FLOW)
+    (directory / "dump.txt").unlink()
+    os.mkfifo(directory / "dump.txt")
+
+    status, _, _ = await fetch(client, site.base + FLOW_PATH + "dump.txt")
+
+    assert status == 404
 
 
 async def test_flow_directory_link_rejected(site: RunningSite, tmp_path: Path,
@@ -739,3 +761,248 @@ def test_render_unwritable_output_exits_2(stored_run: Path, tmp_path: Path,
     assert cli.main(["render", FLOW, "-c", str(stored_run), "-o", str(output)]) == 2
 
     assert f"cannot write {output}" in capsys.readouterr().err
+
+
+# -- protection by webauth --------------------------------------------------------------------
+
+# Test credentials only; the assertions below never print them.
+TOKEN = "test-token-" + "0123456789abcdef"
+USER = "ops"
+PASSWORD = "test password: correct horse"
+BASIC = aiohttp.encode_basic_auth(USER, PASSWORD)
+# Every route of the site, with the flow's downloads.
+PROTECTED_PATHS = ("/", FLOW_PATH.rstrip("/"), FLOW_PATH, FLOW_PATH + "events",
+                   FLOW_PATH + "fragment", FLOW_PATH + "map",
+                   *(FLOW_PATH + file for file in web.DOWNLOADS), "/flows/nosuch/", "/nosuch")
+
+
+def webauth(tmp_path: Path, **keys: str) -> WebAuth:
+    return parse_webauth_section(keys, "test.yaml", tmp_path)
+
+
+def secrets_in(text: str) -> list[str]:
+    """Name the test credentials that occur in `text`, without repeating their values."""
+    candidates = {"token": TOKEN, "password": PASSWORD, "basic header": BASIC.split()[1],
+                  "cookie": webauth(Path("."), token=TOKEN).cookie_value()}
+    return [name for name, value in candidates.items() if value in text]
+
+
+def session_cookie(headers: aiohttp.typedefs.LooseHeaders) -> SimpleCookie:
+    cookie = SimpleCookie()
+    for value in headers.getall("Set-Cookie", []):  # type: ignore[union-attr]
+        cookie.load(value)
+    return cookie
+
+
+@pytest.fixture
+async def protected(datadir: Path, tmp_path: Path) -> AsyncIterator[RunningSite]:
+    auth = webauth(tmp_path, token=TOKEN, user=USER, password=PASSWORD)
+    async with running_site(datadir, webauth=auth) as running:
+        yield running
+
+
+@pytest.fixture
+async def token_only(datadir: Path, tmp_path: Path) -> AsyncIterator[RunningSite]:
+    async with running_site(datadir, webauth=webauth(tmp_path, token=TOKEN)) as running:
+        yield running
+
+
+async def test_open_site_ignores_credentials(site: RunningSite,
+                                             client: aiohttp.ClientSession) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic eDp5"}):
+        async with client.get(site.base + FLOW_PATH, headers=headers,
+                              allow_redirects=False) as response:
+            assert response.status == 200
+            assert "Set-Cookie" not in response.headers
+    status, _, _ = await fetch(client, site.base + FLOW_PATH + "?token=anything")
+    assert status == 200
+
+
+@pytest.mark.parametrize("path", PROTECTED_PATHS)
+async def test_every_route_needs_credentials(protected: RunningSite,
+                                             client: aiohttp.ClientSession, path: str) -> None:
+    for method in ("GET", "HEAD"):
+        async with client.request(method, protected.base + path,
+                                  allow_redirects=False) as response:
+            body = await response.text()
+            assert response.status == 401, (method, path)
+            assert response.headers["WWW-Authenticate"] == 'Basic realm="thehat"'
+            assert response.headers["Cache-Control"] == "no-store"
+    assert "prepare" not in body
+    assert "<svg" not in body
+
+
+async def test_bearer_token_opens_every_route(protected: RunningSite,
+                                              client: aiohttp.ClientSession) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for path in PROTECTED_PATHS[:-2]:
+        if path.endswith("events"):
+            continue
+        async with client.get(protected.base + path, headers=headers,
+                              allow_redirects=False) as response:
+            expected = 308 if path == FLOW_PATH.rstrip("/") else 200
+            assert response.status == expected, path
+    for path in PROTECTED_PATHS[-2:]:
+        async with client.get(protected.base + path, headers=headers) as response:
+            assert response.status == 404, path
+
+
+async def test_wrong_bearer_token_refused(protected: RunningSite,
+                                          client: aiohttp.ClientSession) -> None:
+    for value in ("Bearer " + TOKEN[:-1], "Bearer " + TOKEN + "x", "Bearer", "Token " + TOKEN,
+                  "Bearer " + TOKEN.upper()):
+        async with client.get(protected.base + FLOW_PATH,
+                              headers={"Authorization": value}) as response:
+            assert response.status == 401
+
+
+async def test_query_token_redirects_with_cookie(protected: RunningSite,
+                                                 client: aiohttp.ClientSession) -> None:
+    async with client.get(protected.base + FLOW_PATH + "?token=" + TOKEN,
+                          allow_redirects=False) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == FLOW_PATH
+        assert response.headers["Cache-Control"] == "no-store"
+        cookie = session_cookie(response.headers)
+        attributes = response.headers["Set-Cookie"]
+
+    morsel = cookie["thehat_session"]
+    assert morsel["httponly"] is True
+    assert morsel["samesite"] == "Strict"
+    assert morsel["path"] == "/"
+    assert secrets_in(attributes) == ["cookie"]
+
+    headers = {"Cookie": f"thehat_session={morsel.value}"}
+    for path in (FLOW_PATH, FLOW_PATH + "fragment", FLOW_PATH + "map", FLOW_PATH + "digraph.png",
+                 "/"):
+        async with client.get(protected.base + path, headers=headers) as response:
+            assert response.status == 200, path
+    async with client.get(protected.base + FLOW_PATH + "events", headers=headers) as response:
+        assert response.status == 200
+        kind, _ = await asyncio.wait_for(next_event(response), 5)
+        assert kind == "rendered"
+
+
+async def test_query_token_redirect_keeps_other_parameters(
+        protected: RunningSite, client: aiohttp.ClientSession) -> None:
+    for path, location in (("/?a=1&token=" + TOKEN + "&b=2", "/?a=1&b=2"),
+                           (FLOW_PATH + "map?token=" + TOKEN, FLOW_PATH + "map"),
+                           (FLOW_PATH.rstrip("/") + "?token=" + TOKEN, FLOW_PATH.rstrip("/"))):
+        async with client.get(protected.base + path, allow_redirects=False) as response:
+            assert response.status == 303
+            assert response.headers["Location"] == location
+
+
+async def test_wrong_session_cookie_refused(protected: RunningSite,
+                                            client: aiohttp.ClientSession) -> None:
+    other = webauth(Path("."), token="another-token-0123456789").cookie_value()
+    for value in (other, "", TOKEN, "0" * 64):
+        async with client.get(protected.base + FLOW_PATH,
+                              headers={"Cookie": f"thehat_session={value}"}) as response:
+            assert response.status == 401
+
+
+async def test_wrong_query_token_refused(protected: RunningSite,
+                                         client: aiohttp.ClientSession) -> None:
+    for path in (FLOW_PATH + "?token=" + TOKEN[:-1], FLOW_PATH + "?token=",
+                 FLOW_PATH + "calendar.ics?token=nope"):
+        async with client.get(protected.base + path, allow_redirects=False) as response:
+            assert response.status == 401
+            assert "Set-Cookie" not in response.headers
+
+
+async def test_query_token_serves_calendar(protected: RunningSite,
+                                           client: aiohttp.ClientSession) -> None:
+    # Calendar clients keep no cookies, so a download is served at once, without a redirect.
+    async with client.get(protected.base + FLOW_PATH + "calendar.ics?token=" + TOKEN,
+                          allow_redirects=False) as response:
+        assert response.status == 200
+        assert "Set-Cookie" not in response.headers
+        calendar = icalendar.Calendar.from_ical(await response.read())
+    assert calendar.name == "VCALENDAR"
+
+
+async def test_basic_auth_right_wrong_missing(protected: RunningSite,
+                                              client: aiohttp.ClientSession) -> None:
+    async with client.get(protected.base + FLOW_PATH, headers={"Authorization": BASIC}) as response:
+        assert response.status == 200
+        assert f"<h1>Flow {FLOW}</h1>" in await response.text()
+    async with client.get(protected.base + FLOW_PATH + "calendar.ics",
+                          headers={"Authorization": BASIC}) as response:
+        assert response.status == 200
+
+    wrong = [aiohttp.encode_basic_auth(USER, PASSWORD + "x"),
+             aiohttp.encode_basic_auth("root", PASSWORD), aiohttp.encode_basic_auth(USER, ""),
+             aiohttp.encode_basic_auth("", ""), "Basic", "Basic !!!",
+             "Basic " + base64.b64encode(b"no colon").decode()]
+    for header in wrong:
+        async with client.get(protected.base + FLOW_PATH,
+                              headers={"Authorization": header}) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"] == 'Basic realm="thehat"'
+    async with client.get(protected.base + FLOW_PATH) as response:
+        assert response.status == 401
+
+
+async def test_token_only_site_asks_for_bearer(token_only: RunningSite,
+                                               client: aiohttp.ClientSession) -> None:
+    async with client.get(token_only.base + FLOW_PATH,
+                          headers={"Authorization": BASIC}) as response:
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="thehat"'
+        assert "Bearer <token>" in await response.text()
+    async with client.get(token_only.base + FLOW_PATH,
+                          headers={"Authorization": f"bearer {TOKEN}"}) as response:
+        assert response.status == 200
+
+
+async def test_basic_only_site_ignores_query_token(datadir: Path, tmp_path: Path,
+                                                  client: aiohttp.ClientSession) -> None:
+    auth = webauth(tmp_path, user=USER, password=PASSWORD)
+    async with running_site(datadir, webauth=auth) as running:
+        async with client.get(running.base + FLOW_PATH + "?token=" + TOKEN,
+                              allow_redirects=False) as response:
+            assert response.status == 401
+            assert "Bearer" not in await response.text()
+        async with client.get(running.base + FLOW_PATH + "?token=" + TOKEN,
+                              headers={"Authorization": BASIC}) as response:
+            assert response.status == 200
+            assert "Set-Cookie" not in response.headers
+
+
+async def test_credentials_never_logged_or_shown(protected: RunningSite,
+                                                 client: aiohttp.ClientSession,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    bodies = []
+    requests = [(FLOW_PATH + "?token=" + TOKEN, {}), (FLOW_PATH + "?token=wrong", {}),
+                (FLOW_PATH + "dump.txt?token=" + TOKEN, {}),
+                (FLOW_PATH, {"Authorization": f"Bearer {TOKEN}"}),
+                (FLOW_PATH + "fragment", {"Authorization": BASIC}),
+                (FLOW_PATH + "map", {"Authorization": BASIC}),
+                ("/", {"Authorization": BASIC})]
+    for path, headers in requests:
+        async with client.get(protected.base + path, headers=headers,
+                              allow_redirects=False) as response:
+            bodies.append(await response.text())
+    reply = await protected.say("status")
+
+    assert secrets_in(caplog.text) == []
+    assert f"GET '/flows/{FLOW}/' from 127.0.0.1 -> 303" in caplog.text
+    assert f"GET '/flows/{FLOW}/dump.txt' from 127.0.0.1 -> 200" in caplog.text
+    assert [secrets_in(body) for body in bodies] == [[]] * len(bodies)
+    assert secrets_in("\n".join(reply)) == []
+    assert f"Live status: {protected.base}{FLOW_PATH}" in reply
+
+
+def test_secret_value_reads_token_keys(tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "token.txt").write_text(TOKEN + "\n", encoding="utf-8")
+    monkeypatch.setenv("THEHAT_TEST_TOKEN", TOKEN)
+
+    for keys in ({"token": TOKEN}, {"token_env": "THEHAT_TEST_TOKEN"},
+                 {"token_file": "token.txt"}):
+        auth = webauth(tmp_path, **keys)
+        token_read = auth.token_matches(TOKEN)
+        assert token_read, sorted(keys)
+        assert secrets_in(repr(auth)) == []

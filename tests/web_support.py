@@ -16,6 +16,7 @@ from thehat.flowfile import save_flow
 from thehat.model import Flow, StepDef
 from thehat.rendering import RenderService
 from thehat.web import WebSite
+from thehat.webauth import WebAuth
 
 FLOW: Final = "ops/deploy"
 # The path of FLOW's live page: the `/` in the name is percent-encoded.
@@ -81,13 +82,15 @@ def make_datadir(tmp_path: Path) -> Path:
 
 
 @asynccontextmanager
-async def running_site(datadir: Path, load: bool = True) -> AsyncIterator[RunningSite]:
+async def running_site(datadir: Path, load: bool = True,
+                       webauth: WebAuth | None = None) -> AsyncIterator[RunningSite]:
     """Open a daemon on `datadir` with rendering and the web site on 127.0.0.1, port 0.
 
-    With `load`, FLOW is loaded from a terminal conversation and rendered once.
+    With `load`, FLOW is loaded from a terminal conversation and rendered once. `webauth`
+    is the site's `webauth` section; None leaves the site open.
     """
     config = Config(engine=EngineConfig(datadir=datadir, bindaddr="127.0.0.1", bindport=0,
-                                        timezone="UTC"))
+                                        timezone="UTC"), webauth=webauth)
     daemon = await asyncio.to_thread(open_daemon, config)
     webdir = config.engine.web_directory
     daemon.renderer = RenderService(daemon, webdir, config.engine.views)

@@ -24,6 +24,7 @@ from thehat.names import did_you_mean
 
 if TYPE_CHECKING:
     from thehat.mail import SmtpSettings
+    from thehat.webauth import WebAuth
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     # The `access` section: roles per identity; unconfigured keeps the earlier behaviour.
     access: AccessPolicy = field(default_factory=AccessPolicy)
+    # The `webauth` section: the credentials the web site requires; None: the site is open.
+    webauth: WebAuth | None = None
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -175,8 +178,13 @@ def parse_config(document: Any, path: Path | None = None) -> Config:
     access = AccessPolicy()
     if "access" in document:
         access = parse_access_section(document["access"], source)
+    webauth = None
+    if "webauth" in document:
+        from thehat.webauth import parse_webauth_section
+
+        webauth = parse_webauth_section(document["webauth"], source, base)
     return Config(engine=engine, sections=sections, path=path, smtp=smtp, limits=limits,
-                  access=access)
+                  access=access, webauth=webauth)
 
 
 def _parse_engine(section: Any, source: str, base: Path) -> EngineConfig:

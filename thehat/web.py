@@ -12,6 +12,14 @@ Routes (GET and HEAD only; a flow name in a path is percent-encoded, `/` as `%2F
   the rendered files, read from the render service's directory for that flow. No other
   file is served: a request names a view, never a path.
 
+With a `webauth` section every route requires its credentials (see `thehat.webauth`): a
+token as `Authorization: Bearer`, as `?token=` or as the session cookie that a page opened
+with `?token=` sets, or HTTP basic authentication. Anything else gets 401. A page (the
+index, a live page, an image map) opened with `?token=` is redirected to its address
+without the token, so the token leaves the address bar and the browser history. Downloads,
+events and fragments accept `?token=` in place, because calendar clients that subscribe to
+`calendar.ics` follow a redirect but keep no cookies.
+
 Every response carries `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`
 and a Content-Security-Policy. Pages allow only their own inline style and script, by nonce;
 other responses allow no script at all.
@@ -34,13 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from thehat import webpages
+from thehat.webauth import COOKIE_NAME, REALM
 
 if TYPE_CHECKING:
     from thehat.config import Config
     from thehat.daemon import Daemon
+    from thehat.webauth import WebAuth
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +72,9 @@ RECONNECT_MILLISECONDS: Final = 3000
 RECENT_EVENTS: Final = 20
 # Seconds `stop` waits for requests in flight before it closes their connections.
 SHUTDOWN_SECONDS: Final = 5.0
+
+# The routes of HTML pages. A request with `?token=` to one of them gets a redirect.
+PAGE_ROUTES: Final = frozenset({"index", "flow", "page", "map"})
 
 COMMON_HEADERS: Final = {
     "X-Content-Type-Options": "nosniff",
@@ -141,14 +154,17 @@ class WebSite:
 
     def build_app(self) -> web.Application:
         """Return the aiohttp application with every route; `start` serves it."""
-        app = web.Application(middlewares=[_log_requests])
+        middlewares: list[Middleware] = [_log_requests]
+        if self.config.webauth is not None:
+            middlewares.append(_authentication(self.config.webauth))
+        app = web.Application(middlewares=middlewares)
         app.on_response_prepare.append(_add_security_headers)
-        app.router.add_get("/", self._index)
-        app.router.add_get("/flows/{name}", self._redirect_to_page)
-        app.router.add_get("/flows/{name}/", self._live_page)
+        app.router.add_get("/", self._index, name="index")
+        app.router.add_get("/flows/{name}", self._redirect_to_page, name="flow")
+        app.router.add_get("/flows/{name}/", self._live_page, name="page")
         app.router.add_get("/flows/{name}/events", self._events)
         app.router.add_get("/flows/{name}/fragment", self._fragment)
-        app.router.add_get("/flows/{name}/map", self._map_page)
+        app.router.add_get("/flows/{name}/map", self._map_page, name="map")
         app.router.add_get("/flows/{name}/{file}", self._download)
         return app
 
@@ -391,8 +407,60 @@ async def _add_security_headers(request: web.Request, response: web.StreamRespon
     response.headers.setdefault("Content-Security-Policy", FILE_POLICY)
 
 
+def _authentication(auth: WebAuth) -> Middleware:
+    """Return a middleware that lets through only requests with `auth`'s credentials."""
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        query_token = request.query.get("token")
+        if query_token is not None and auth.token is not None:
+            if not auth.token_matches(query_token):
+                raise _unauthorized(auth)
+            if request.match_info.route.name in PAGE_ROUTES:
+                raise _redirect_without_token(request, auth)
+            return await handler(request)
+        header = request.headers.get("Authorization")
+        if header is not None and auth.authorization_matches(header):
+            return await handler(request)
+        cookie = request.cookies.get(COOKIE_NAME)
+        if cookie is not None and auth.cookie_matches(cookie):
+            return await handler(request)
+        raise _unauthorized(auth)
+
+    return authenticate
+
+
+def _redirect_without_token(request: web.Request, auth: WebAuth) -> web.HTTPSeeOther:
+    """Return a redirect to the request's address without `token`, setting the cookie."""
+    location = request.rel_url.without_query_params("token")
+    redirect = web.HTTPSeeOther(str(location), headers={"Cache-Control": "no-store"})
+    # NOTE: SameSite=Strict keeps the cookie off requests that another site starts. A link to
+    # `?token=` clicked in a web chat client is such a request, and so is this redirect, so
+    # the site returns 401 there (Chromium 150 on Debian 12; an xfail test in
+    # tests/test_web_browser.py shows it). Links opened from desktop chat clients, typed or
+    # bookmarked start no cross-site request and work.
+    redirect.set_cookie(COOKIE_NAME, auth.cookie_value(), path="/", httponly=True,
+                        samesite="Strict")
+    return redirect
+
+
+def _unauthorized(auth: WebAuth) -> web.HTTPUnauthorized:
+    ways = []
+    if auth.token is not None:
+        ways.append("open the address with ?token=<token> or send Authorization: Bearer "
+                    "<token>")
+    if auth.basic:
+        ways.append("log in with the user name and password of the webauth section")
+    scheme = "Basic" if auth.basic else "Bearer"
+    return web.HTTPUnauthorized(
+        text=f"Authentication required: {', or '.join(ways)}.",
+        headers={"WWW-Authenticate": f'{scheme} realm="{REALM}"',
+                 "Cache-Control": "no-store"})
+
+
 @web.middleware
 async def _log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Only the path is logged: the query string may contain the web site's token.
     try:
         response = await handler(request)
     except web.HTTPException as exc:
