@@ -10,6 +10,7 @@ import pytest
 from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon
 from thehat.flowfile import load_flow, save_flow
+from thehat.limits import Limits
 from thehat.model import StepState
 
 from tests.helpers import FakeClock, MemoryConversation, toast_flow
@@ -218,3 +219,26 @@ async def test_file_name_with_spaces_gives_valid_name(daemon: Daemon, tmp_path: 
     await daemon.open_file(tty, str(path), "alice")
     assert daemon.flow_name(tty) == "my_toast"
     assert "Saved workflow 'my_toast'" in say(daemon, "tty:alice", "save")
+
+
+def test_flow_limits_apply_to_load_and_edits(datadir: Path) -> None:
+    config = Config(engine=EngineConfig(datadir=datadir, timezone="UTC"),
+                    limits=Limits(max_flow_steps=5, max_flow_bytes=100_000))
+    daemon = Daemon(config, FakeClock())
+    reply = say(daemon, "tty:alice", "load toast")
+    assert "limits.maxFlowSteps" in reply
+    assert "toast" not in daemon.runs
+
+    say(daemon, "tty:alice", "new small")
+    reply = say(daemon, "tty:alice", "addstep a,b,c,d,e,f")
+    assert "limits.maxFlowSteps" in reply
+    assert len(daemon.runs["small"].steps) == 5
+
+
+def test_flow_byte_limit_applies_to_load(datadir: Path) -> None:
+    config = Config(engine=EngineConfig(datadir=datadir, timezone="UTC"),
+                    limits=Limits(max_flow_bytes=50))
+    daemon = Daemon(config, FakeClock())
+    reply = say(daemon, "tty:alice", "load toast")
+    assert "limits.maxFlowBytes" in reply
+    assert "toast" not in daemon.runs

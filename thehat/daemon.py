@@ -87,7 +87,7 @@ class Daemon:
         self.clock: Clock = clock or SystemClock()
         engine = self.config.engine
         self.zone: tzinfo | None = ZoneInfo(engine.timezone) if engine.timezone else None
-        self.datadir = DataDirectory(engine.datadir)
+        self.datadir = DataDirectory(engine.datadir, self.config.limits)
         self.store = store
         self.runs: dict[str, Run] = {}
         self.attachments: dict[str, str] = {}
@@ -116,6 +116,11 @@ class Daemon:
                         "section; list the admins under access.admin instead")
         self._lock: asyncio.Lock | None = None
         self._change: Change | None = None
+
+    @property
+    def max_steps(self) -> int:
+        """The most steps a run may have (limits.maxFlowSteps)."""
+        return self.config.limits.max_flow_steps
 
     @property
     def command_lock(self) -> asyncio.Lock:
@@ -348,10 +353,9 @@ class Daemon:
         self.runs = {}
         for record in records:
             try:
-                self.runs[record.name] = Run.restored(record.name, record.steps,
-                                                      record.failed_step, self.clock,
-                                                      record.source,
-                                                      record.modes or self.new_modes())
+                self.runs[record.name] = Run.restored(
+                    record.name, record.steps, record.failed_step, self.clock, record.source,
+                    record.modes or self.new_modes(), self.max_steps)
             except FlowError as exc:
                 log.error("stored run %d of flow %s is invalid and was not restored: %s",
                           record.run_id, record.name, exc)
@@ -639,9 +643,9 @@ class Daemon:
                                  "reload to start it over from its file."]
                 header = "status"
             else:
-                flow = load_flow(path)
+                flow = load_flow(path, self.config.limits)
                 self.start_run(Run(name, flow, self.clock, str(Path(path).resolve()),
-                                  self.new_modes()))
+                                   self.new_modes(), self.max_steps))
                 self.attach(conversation_id, name)
                 log.info("%s loaded flow %s from %s (%d steps)", user, name, path, len(flow))
                 header = f"Loaded workflow '{name}', read {len(flow)} steps"
@@ -711,7 +715,7 @@ class Daemon:
         source = current.source if fresh and current is not None else None
         try:
             if source is not None:
-                flow = load_flow(source)
+                flow = load_flow(source, self.config.limits)
             else:
                 source = str(self.datadir.path_for(name).resolve())
                 flow = self.datadir.read(name)
@@ -721,7 +725,7 @@ class Daemon:
         if current is not None:
             context.outcome.stopped_runs.add(current)
         others = self.attached(name)
-        self.start_run(Run(name, flow, self.clock, source, self.new_modes()))
+        self.start_run(Run(name, flow, self.clock, source, self.new_modes(), self.max_steps))
         # The new run replaces the old one for every conversation that was attached to it.
         for conversation_id in [context.conversation_id, *others]:
             self.attach(conversation_id, name)
@@ -752,7 +756,7 @@ class Daemon:
                 raise CommandError(f"No run of flow {name!r} to restore (active runs: "
                                    f"{active}); load it to start a new run.")
             run = Run.restored(name, record.steps, record.failed_step, self.clock,
-                               record.source, record.modes or self.new_modes())
+                               record.source, record.modes or self.new_modes(), self.max_steps)
             self.runs[name] = run
             if self._change is not None:
                 self._change.reactivated[name] = record.run_id
@@ -773,7 +777,8 @@ class Daemon:
         if path.exists():
             raise CommandError(f"Flow file {path} exists; load {name} to run it, or pick "
                                "another name so that save does not replace it.")
-        self.start_run(Run(name, Flow([]), self.clock, modes=self.new_modes()))
+        self.start_run(Run(name, Flow([]), self.clock, modes=self.new_modes(),
+                           max_steps=self.max_steps))
         self.attach(context.conversation_id, name)
         context.outcome.run_name = name
         context.outcome.status_header = f"Created workflow '{name}'"
