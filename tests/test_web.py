@@ -868,7 +868,7 @@ async def test_query_token_redirects_with_cookie(protected: RunningSite,
 
     morsel = cookie["thehat_session"]
     assert morsel["httponly"] is True
-    assert morsel["samesite"] == "Strict"
+    assert morsel["samesite"] == "Lax"
     assert morsel["path"] == "/"
     assert secrets_in(attributes) == ["cookie"]
 

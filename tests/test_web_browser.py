@@ -168,8 +168,6 @@ async def test_token_link_opens_live_page(protected: RunningSite, page: object) 
     assert page.url == protected.base + FLOW_PATH + "map"
 
 
-@pytest.mark.xfail(strict=True, reason="the SameSite=Strict session cookie is not sent on the "
-                   "redirect that follows a ?token= link clicked on another site")
 async def test_token_link_from_other_site(protected: RunningSite, page: object) -> None:
     # localhost and 127.0.0.1 are different sites to the browser, but the same server.
     await page.goto(f"http://localhost:{protected.port}/elsewhere")

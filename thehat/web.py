@@ -434,13 +434,11 @@ def _redirect_without_token(request: web.Request, auth: WebAuth) -> web.HTTPSeeO
     """Return a redirect to the request's address without `token`, setting the cookie."""
     location = request.rel_url.without_query_params("token")
     redirect = web.HTTPSeeOther(str(location), headers={"Cache-Control": "no-store"})
-    # NOTE: SameSite=Strict keeps the cookie off requests that another site starts. A link to
-    # `?token=` clicked in a web chat client is such a request, and so is this redirect, so
-    # the site returns 401 there (Chromium 150 on Debian 12; an xfail test in
-    # tests/test_web_browser.py shows it). Links opened from desktop chat clients, typed or
-    # bookmarked start no cross-site request and work.
+    # SameSite=Lax, because a browser sends a Strict cookie on no request that another site
+    # started, and a `?token=` link clicked in a web chat client is one. The site serves only
+    # GET and HEAD, which change nothing, so Lax gives another site nothing to forge.
     redirect.set_cookie(COOKIE_NAME, auth.cookie_value(), path="/", httponly=True,
-                        samesite="Strict")
+                        samesite="Lax")
     return redirect
 
 
