@@ -242,3 +242,13 @@ def test_flow_byte_limit_applies_to_load(datadir: Path) -> None:
     reply = say(daemon, "tty:alice", "load toast")
     assert "limits.maxFlowBytes" in reply
     assert "toast" not in daemon.runs
+
+
+def test_overlong_flow_name_rejected(daemon: Daemon) -> None:
+    say(daemon, "tty:alice", "load toast")
+    for command in ("save", "new", "load", "restore"):
+        reply = say(daemon, "tty:alice", f"{command} {'x' * 300}")
+        assert "is 300 bytes long; the limit is 200 bytes" in reply, command
+    reply = say(daemon, "tty:alice", "save " + "/".join(["d" * 100] * 11))
+    assert "the flow name is 1,110 bytes long; the limit is 1,000" in reply
+    assert daemon.runs["toast"].name == "toast"

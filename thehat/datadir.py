@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 FLOW_SUFFIX: Final = ".flow"
 _NAME_PART = re.compile(r"[\w.-]+")
+# Linux file systems take at most 255 bytes per file name (NAME_MAX). `save` writes a
+# temporary file named `.<name>.flow.<8 hex digits>.tmp` next to the flow, so a name part
+# keeps 200 bytes to leave room for those additions.
+MAX_NAME_PART_BYTES: Final = 200
+# The whole name stays well inside PATH_MAX (4096 bytes), with room for the data directory.
+MAX_NAME_BYTES: Final = 1000
 
 
 class InvalidFlowName(CommandError):
@@ -50,6 +56,9 @@ def flow_name_problem(name: str) -> str | None:
         return "the flow name is empty"
     if name.startswith("/") or "\\" in name:
         return "a flow name is relative to the data directory; drop the leading '/'"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        return f"the flow name is {size:,} bytes long; the limit is {MAX_NAME_BYTES:,}"
     for part in name.split("/"):
         if part in ("", ".", ".."):
             return f"{part or '//'!r} is not allowed in a flow name"
@@ -58,6 +67,10 @@ def flow_name_problem(name: str) -> str | None:
         if not _NAME_PART.fullmatch(part):
             return (f"{part!r} is not allowed in a flow name; use letters, digits, '_', '-', "
                     "'.' and '/' between directories")
+        size = len(part.encode("utf-8"))
+        if size > MAX_NAME_PART_BYTES:
+            return (f"a part of the flow name is {size:,} bytes long; the limit is "
+                    f"{MAX_NAME_PART_BYTES} bytes between two '/'")
     return None
 
 
