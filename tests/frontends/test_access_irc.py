@@ -1,0 +1,182 @@
+"""Roles over real IRC servers on 127.0.0.1: by nick on ngircd, by services account on
+InspIRCd linked to Atheme, and a speaker who takes an admin's nick."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from frontends.outbox import JOINER
+from thehat.access import AccessPolicy, parse_access_section
+from thehat.limits import Limits
+from thehat.model import StepState
+
+from tests.frontends.conftest import Bot
+from tests.frontends.irc_client import ChatClient
+from tests.frontends.test_irc import BOT, command
+from tests.ircservices import AccountClient, ServicesNetwork
+from tests.servers import NgircdServer
+
+StartBot = Callable[..., Awaitable[Bot]]
+People = Callable[..., Awaitable[ChatClient]]
+AccountPeople = Callable[..., Awaitable[AccountClient]]
+
+PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-1"}
+MARKS = itertools.count(1)
+
+
+def by_nick() -> AccessPolicy:
+    return parse_access_section({"default": "observer", "admin": ["irc:alice"],
+                                 "operator": ["irc:bob"]}, "test")
+
+
+async def test_roles_by_nick(ircd: NgircdServer, start_bot: StartBot, people: People,
+                             channel: str) -> None:
+    alice = await people("alice", ircd.port, [channel])
+    bob = await people("bob", ircd.port, [channel])
+    carol = await people("carol", ircd.port, [channel])
+    bot = await start_bot(ircd.port, [channel], admins=(), access=by_nick())
+    await alice.next_message(BOT, channel)
+
+    reply = await command(bob, channel, "load toast")
+    assert reply == ["load needs the admin role; bob (irc:bob, not verified) is an operator. "
+                     "Ask an admin to list you under access.admin in the configuration."]
+    reply = await command(alice, channel, "load toast")
+    assert "Loaded workflow 'toast', read 8 steps" in reply[0]
+
+    reply = await command(carol, channel, "gimme openbread")
+    assert reply == ["gimme needs the operator role; carol (irc:carol, not verified) is an "
+                     "observer for flow toast. Ask an admin to list you under access.operator "
+                     "in the configuration."]
+    reply = await command(carol, channel, "status")
+    assert any("Flow toast: 0 of 8 steps finished." in line for line in reply)
+    help_lines = await command(carol, channel, "help")
+    listed = {line.split()[0] for line in help_lines if line.startswith("  ")}
+    assert "status" in listed
+    assert "gimme" not in listed
+
+    await command(bob, channel, "gimme openbread")
+    await command(bob, channel, "start openbread")
+    reply = await command(bob, channel, "unload")
+    assert reply[0].startswith("unload needs the admin role")
+    reply = await command(bob, channel, "quit")
+    assert reply[0].startswith("quit needs the admin role")
+    assert bot.daemon.runs["toast"].steps["openbread"].state is StepState.IN_PROGRESS
+    assert not bot.task.done()
+
+
+async def test_taken_nick_refused_when_verified_required(ircd: NgircdServer,
+                                                         start_bot: StartBot, people: People,
+                                                         channel: str) -> None:
+    # ngircd has no services, so no speaker there is verified.
+    access = parse_access_section({"default": "operator", "requireVerified": True,
+                                   "admin": ["irc:alice", "irc-account:alice"]}, "test")
+    impostor = await people("alice", ircd.port, [channel])
+    bot = await start_bot(ircd.port, [channel], admins=("alice",), access=access)
+    await impostor.next_message(BOT, channel)
+
+    reply = await command(impostor, channel, "load toast")
+    assert reply == ["load needs the admin role; alice (irc:alice, not verified) is an "
+                     "observer. Roles need a verified identity here (access.requireVerified): "
+                     "log in to your services account, or speak from a room that shows your "
+                     "JID."]
+    reply = await command(impostor, channel, "quit")
+    assert reply[0].startswith("quit needs the admin role")
+    assert bot.daemon.run_for(f"irc:{channel}") is None
+    assert not bot.task.done()
+
+
+async def test_flooding_speaker_told_to_wait(ircd: NgircdServer, start_bot: StartBot,
+                                             people: People, channel: str) -> None:
+    bob = await people("bob", ircd.port, [channel])
+    await start_bot(ircd.port, [channel],
+                    limits=Limits(commands_per_minute=2, command_burst=3))
+    await bob.next_message(BOT, channel)
+    for word in ("version", "date", "hello"):
+        bob.say(channel, f"{BOT}: {word}")
+    bob.say(channel, f"{BOT}: ls")
+    text = await bob.next_message(BOT, channel, "the rate limit reply",
+                                  text=lambda text: "too many commands" in text)
+    assert text == ("bob: too many commands; wait 30 seconds and send it again "
+                    "(limits.commandsPerMinute is 2). Nothing was done.")
+
+
+# -- verified accounts: InspIRCd with Atheme --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def accounts(irc_services: ServicesNetwork) -> None:
+    for account, password in PASSWORDS.items():
+        irc_services.register(account, password)
+
+
+async def ask(client: AccountClient, channel: str, text: str) -> list[str]:
+    """Send `text` to the bot between two unknown words and return the bot's lines between
+    their replies, because the bot answers commands in order."""
+    before, after = f"mark{next(MARKS)}", f"mark{next(MARKS)}"
+    for line in (before, text, after):
+        client.say(channel, f"{BOT}: {line}")
+    lines: list[str] | None = None
+    while True:
+        message = await client.next_message(BOT, channel)
+        for part in message.arguments[-1].split(JOINER):
+            if f"'{before}'" in part:
+                lines = []
+            elif f"'{after}'" in part:
+                assert lines is not None, f"the reply to {text!r} came before its start"
+                return lines
+            elif lines is not None:
+                lines.append(part)
+
+
+async def test_verified_account_roles_and_impostor(accounts: None,
+                                                   irc_services: ServicesNetwork,
+                                                   start_bot: StartBot,
+                                                   services_people: AccountPeople,
+                                                   channel: str) -> None:
+    access = parse_access_section({"default": "observer", "requireVerified": True,
+                                   "admin": ["irc-account:alice"],
+                                   "operator": ["irc-account:bob"]}, "test")
+    bot, alice, bob = await asyncio.gather(
+        start_bot(irc_services.port, [channel], admins=(), access=access),
+        services_people("alice", account="alice", password=PASSWORDS["alice"]),
+        services_people("bob", account="bob", password=PASSWORDS["bob"]))
+    await alice.join(channel)
+    await bob.join(channel)
+
+    reply = await ask(alice, channel, "load toast")
+    assert "Loaded workflow 'toast', read 8 steps" in reply[0]
+    reply = await ask(bob, channel, "unload")
+    assert reply == ["unload needs the admin role; bob (irc:bob, not verified; "
+                     "irc-account:bob) is an operator for flow toast. Ask an admin to list "
+                     "you under access.admin in the configuration."]
+    await ask(alice, channel, "gimme openbread")
+    await ask(alice, channel, "start openbread")
+    run = bot.daemon.runs["toast"]
+    assert run.steps["openbread"].owner == "alice"
+
+    # alice leaves; someone takes her nick without logging in to her account.
+    await alice.close()
+    impostor = await services_people("alice", [channel])
+    reply = await ask(impostor, channel, "finish openbread")
+    assert reply[0].startswith("finish needs the operator role; alice (irc:alice, not "
+                               "verified) is an observer for flow toast. Roles need a verified "
+                               "identity here")
+    reply = await ask(impostor, channel, "unload")
+    assert reply[0].startswith("unload needs the admin role")
+    assert run.steps["openbread"].state is StepState.IN_PROGRESS
+    assert "toast" in bot.daemon.runs
+
+    # bob, a verified operator, may not finish alice's step: ownership uses the account.
+    reply = await ask(bob, channel, "finish openbread")
+    assert any("owned by alice" in line for line in reply)
+    assert run.steps["openbread"].state is StepState.IN_PROGRESS
+
+    # The real alice, logged in under another nick, owns the step by her account.
+    await impostor.close()
+    returning = await services_people("alice_", [channel], account="alice",
+                                      password=PASSWORDS["alice"])
+    await ask(returning, channel, "finish openbread")
+    assert run.steps["openbread"].state is StepState.FINISHED
