@@ -470,3 +470,17 @@ def test_admins_key_ignored_with_access(tmp_path: Path,
     Daemon(config, FakeClock())
     assert any("wfengine.admins is ignored" in m for m in caplog.messages)
     assert policy.role(Speaker.plain("bob", admin=True)) is Role.OBSERVER
+
+
+def test_line_break_inside_command_rejected(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path)
+    outcome = daemon.execute(CHANNEL, irc("bob"), "gimme openbread\ngimme gettoaster")
+    assert outcome.lines == ["The command has a line break at position 16; send one command "
+                             "per line or message."]
+    assert daemon.runs["toast"].steps["openbread"].owner is None
+
+
+def test_line_end_around_command_ignored(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path)
+    daemon.execute(CHANNEL, irc("bob"), "gimme openbread\r\n")
+    assert daemon.runs["toast"].steps["openbread"].owner == "bob"

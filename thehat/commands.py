@@ -266,7 +266,9 @@ def checked_line(text: str, max_length: int) -> tuple[str, list[str]]:
     """Refuse an over-long line, make look-alike characters plain; return the notes.
 
     Raises CommandError naming the length and the limit, or the offending character.
+    Whitespace around the command, a line end included, is dropped first.
     """
+    text = text.strip()
     if len(text) > max_length:
         raise CommandError(f"The command is {len(text):,} characters long; the limit is "
                            f"{max_length:,} (limits.maxLineLength). Nothing was done.")

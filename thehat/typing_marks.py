@@ -67,6 +67,9 @@ def normalise_line(text: str) -> tuple[str, list[str]]:
             result.append(LOOK_ALIKES[char])
         elif char == "\t":
             result.append(char)
+        elif char in "\r\n\v\f\x85\u2028\u2029":
+            raise CommandError(f"The command has a line break at position {position}; send "
+                               "one command per line or message.")
         elif char in INVISIBLE or _is_control(char):
             raise CommandError(f"The command has an invisible or control character, "
                                f"{describe(char)}, at position {position}; type the line "
