@@ -84,7 +84,8 @@ class TerminalFrontend(Frontend):
                  interactive: bool | None = None) -> None:
         super().__init__(daemon, config)
         self.user = user
-        # The terminal's user runs the bot, so is an admin unless the access section says not.
+        # The terminal's user runs the bot, so is an admin unless the access section lists
+        # them with another role.
         self.speaker = Speaker.terminal(user)
         self.flow = flow
         self.conversation = TerminalConversation(self, user)

@@ -1,9 +1,9 @@
 """Who may do what: speakers, their identities, and the roles of the `access` section.
 
 A frontend describes each speaker as a `Speaker`: a display name and the identities the medium
-gives it, each marked verified or not (`tty:alice` is the local login; `irc:nick` is never
-verified, because anyone may take a free nick; `irc-account:alice` is verified when the server
-vouched for the services account; `xmpp:alice@example.org` is the real JID a room disclosed).
+gives it, each marked verified or not. `tty:alice` is the local login. `irc:nick` is never
+verified, because anyone may take a free nick. `irc-account:alice` is verified when the server
+vouched for the services account, and `xmpp:alice@example.org` is the real JID a room disclosed.
 
 The `access` section maps identities to the roles observer < operator < admin, for every flow
 and per flow:
@@ -40,14 +40,14 @@ ROLE_KEYS: Final = ("observer", "operator", "admin")
 SECTION_KEYS: Final = frozenset({*ROLE_KEYS, "default", "requireVerified", "flows"})
 # The kinds of identity, as written before the first colon.
 KINDS: Final = ("tty", "irc", "irc-account", "xmpp")
-# What the kinds name, for error messages.
+# The meaning of each kind, for error messages.
 KIND_MEANINGS: Final = {
     "tty": "the login name of a terminal user",
     "irc": "an IRC nick (never verified)",
     "irc-account": "an IRC services account the server confirms",
     "xmpp": "a bare XMPP JID such as alice@example.org",
 }
-# How IRC servers fold nicks by default (RFC 1459): []\~ are the upper case of {}|^.
+# The default IRC nick folding (RFC 1459), in which []\~ are the upper case of {}|^.
 _IRC_FOLD: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^")
 
 
@@ -94,7 +94,7 @@ class Identity:
 
 @dataclass(frozen=True)
 class Speaker:
-    """Who sent a command line, as the frontend knows them.
+    """The sender of a command line, as the frontend identified them.
 
     `name` is how the medium names the speaker (the login, the nick). `local` marks the
     terminal's user. `listed_admin` tells whether the frontend matched the speaker to
@@ -108,12 +108,12 @@ class Speaker:
 
     @classmethod
     def terminal(cls, login: str) -> Speaker:
-        """The user of the terminal: verified by the operating system, and an admin."""
+        """Return the user of the terminal: verified by the operating system, and an admin."""
         return cls(login, (Identity("tty", login, verified=True),), local=True, listed_admin=True)
 
     @classmethod
     def plain(cls, name: str, admin: bool = False) -> Speaker:
-        """A speaker with a name and no identity, as tests and scripts use."""
+        """Return a speaker with a name and no identity, as tests and scripts use."""
         return cls(name, listed_admin=admin)
 
     @property
@@ -167,15 +167,15 @@ class AccessPolicy:
 
     @staticmethod
     def matchable(speaker: Speaker) -> tuple[Identity, ...]:
-        """The identities that count when verification is not required: a services account
-        counts only when the server confirmed it, every other identity counts as given."""
+        """Return the identities that count when verification is not required. A services
+        account counts only when the server confirmed it; every other identity counts."""
         return tuple(i for i in speaker.identities if i.kind != "irc-account" or i.verified)
 
     def actor(self, speaker: Speaker) -> str:
         """Return the name that owns steps for `speaker`, the one ownership checks compare.
 
         When verified identities are required, that is the verified account (IRC) or the
-        real bare JID (XMPP), so a nick alone cannot act as another person; otherwise it is
+        real bare JID (XMPP), so a nick alone cannot act as another person. Otherwise it is
         the name the medium shows.
         """
         if self.configured and self.require_verified:
@@ -185,7 +185,7 @@ class AccessPolicy:
         return speaker.name
 
     def summary(self) -> str:
-        """One line on how roles are decided, for the start-up log."""
+        """Return one line on how roles are decided, for the start-up log."""
         if not self.configured:
             return ("no access section: every speaker is an operator, and the admins are those "
                     "listed in wfengine.admins")

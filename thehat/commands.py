@@ -140,7 +140,7 @@ def command(name: str, usage: str, summary: str, section: str, *, aliases: tuple
             host: bool = False) -> Callable[[Handler], Handler]:
     """Register a handler in the command table under `name` and its aliases.
 
-    A command needs the admin role unless `role` says less.
+    A command needs the admin role unless `role` names a lower one.
     """
 
     def register(handler: Handler) -> Handler:
@@ -306,14 +306,14 @@ def check_role(context: Context, entry: Command) -> None:
     needed = needed_role(entry, context)
     if context.role >= needed:
         return
-    log.info("refused %s to %s: needs %s, has %s", entry.name, context.speaker.describe(),
+    log.info("rejected %s from %s: needs %s, has %s", entry.name, context.speaker.describe(),
              needed.word, context.role.word)
     raise CommandError(f"{entry.name} needs the {needed.word} role; {who(context)} "
                        f"{context.role.with_article}{where(context)}. {how_to_get(context, needed)}")
 
 
 def require_admin(context: Context, action: str) -> None:
-    """Raise CommandError unless the speaker is an admin; `action` says what needs it."""
+    """Raise CommandError unless the speaker is an admin; `action` names what needs one."""
     if context.admin:
         return
     raise CommandError(f"Only admins can {action}; {who(context)} {context.role.with_article}"
@@ -401,8 +401,8 @@ def check_new_owner(context: Context, owner: str | None) -> None:
 def hand_over(context: Context, run: Run, name: str, owner: str | None) -> list[Event]:
     """Make `owner` the owner of step `name`, if the speaker may move that step.
 
-    Under an access section, operators move only steps that are unassigned or their own;
-    taking a step from another owner (a person, a clock or a program) needs an admin.
+    Under an access section, operators move only steps that are unassigned or their own.
+    Taking a step from another owner (a person, a clock or a program) needs an admin.
     """
     current = run.step(name).owner
     if (context.daemon.config.access.configured and not context.admin

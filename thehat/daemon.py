@@ -69,8 +69,8 @@ class Completions:
 
 
 def rate_key(speaker: Speaker) -> str:
-    """The key of a speaker's rate limit: the first verified identity, else the first one,
-    else the name."""
+    """Return the key of a speaker's rate limit: the first verified identity, else the first
+    identity, else the name."""
     identities = speaker.verified or speaker.identities
     return identities[0].key if identities else f"name:{speaker.name}"
 
@@ -119,7 +119,7 @@ class Daemon:
 
     @property
     def max_steps(self) -> int:
-        """The most steps a run may have (limits.maxFlowSteps)."""
+        """The maximum number of steps in a run (limits.maxFlowSteps)."""
         return self.config.limits.max_flow_steps
 
     @property

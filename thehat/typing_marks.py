@@ -1,7 +1,7 @@
 """Characters that editors, phones and chat clients slip into typed commands.
 
 A command copied from a document or typed on a phone may carry a no-break space, curly quotes
-or a dash where a hyphen was meant; the step `db-backup` is then not found, or worse, a new
+or a dash where a hyphen was meant. The step `db-backup` is then not found, or worse, a new
 step `db‐backup` is made that looks the same. `normalise_line` turns such look-alikes into the
 plain character and says what it changed; characters that cannot be seen at all (zero-width
 and direction marks) and control characters are refused, naming the character and where it is.
