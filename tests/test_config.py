@@ -199,3 +199,21 @@ def test_webauth_error_hides_token(tmp_path: Path) -> None:
         load_config(path)
     leaked = "almost a token" in str(caught.value)
     assert not leaked
+
+
+def test_config_repr_hides_inline_passwords() -> None:
+    config = parse_config({
+        "thehat-irc": {"nic": "hat", "server": "irc.example.net", "channel": "ops",
+                       "password": "irc-inline-secret",
+                       "nickserv": {"password": "nickserv-inline-secret"}},
+        "thehat-xmpp": {"jid": "hat@example.org", "password": "xmpp-inline-secret"},
+        "smtp": {"sender": "hat@example.org", "username": "hat",
+                 "password": "smtp-inline-secret"},
+    })
+
+    assert config.sections["thehat-irc"]["password"] == "irc-inline-secret"
+    for text in (repr(config), str(config)):
+        # Computed first, so that a failure does not print the section's passwords.
+        leaked = "inline-secret" in text
+        assert not leaked
+        assert "EngineConfig(" in text

@@ -109,7 +109,8 @@ class Config:
     """The whole configuration: the engine section and the raw frontend sections."""
 
     engine: EngineConfig = field(default_factory=EngineConfig)
-    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Left out of the repr: a raw section may contain an inline password.
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     path: Path | None = None
     # The `smtp` section, through which step mail is sent; None: no mail.
     smtp: SmtpSettings | None = None
