@@ -44,6 +44,7 @@ from frontends.xmpp_protocol import (
     addressed_command,
     clean_text,
     pack_lines,
+    redact_credentials,
 )
 from thehat.access import Identity, Speaker
 from thehat.errors import TheHatError
@@ -79,13 +80,34 @@ STATUS_SHUTDOWN: Final = 332
 FINAL_JOIN_ERRORS: Final = frozenset({"forbidden", "not-authorized", "registration-required"})
 
 
+class CredentialFilter(logging.Filter):
+    """Hide credentials in the stanzas that slixmpp logs at DEBUG as it sends them.
+
+    slixmpp 1.17 logs every stanza it sends and receives in full ("SEND: %s", "RECV: %s") on
+    the logger `slixmpp.xmlstream.xmlstream`, the SASL PLAIN login included.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_credentials(record.getMessage())
+        record.args = ()
+        return True
+
+
+CREDENTIAL_FILTER: Final = CredentialFilter()
+STANZA_LOGGER: Final = "slixmpp.xmlstream.xmlstream"
+
+
 def _load_library() -> Any:
-    """Import slixmpp, or raise TheHatError naming the extra to install."""
+    """Import slixmpp, or raise TheHatError naming the extra to install.
+
+    Also puts CREDENTIAL_FILTER on slixmpp's stanza logger, once.
+    """
     try:
         import slixmpp
     except ImportError as exc:
         raise TheHatError("the XMPP frontend needs the slixmpp package, which is not "
                           "installed: pip install 'thehat[xmpp]'") from exc
+    logging.getLogger(STANZA_LOGGER).addFilter(CREDENTIAL_FILTER)
     return slixmpp
 
 

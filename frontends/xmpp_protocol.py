@@ -16,6 +16,10 @@ from frontends.outbox import split_text
 # Ids of sent messages remembered to recognise the room's echo of them. The room reflects a
 # message within milliseconds, so this only has to cover the messages of a few seconds.
 MAX_SENT_IDS: Final = 4096
+# Elements whose text is a credential: SASL <auth> and <response> (RFC 6120 section 6.4) and
+# the <password> of in-band registration (XEP-0077) and legacy login (XEP-0078). With SASL
+# PLAIN, <auth> contains the base64 of the account and the password.
+_CREDENTIAL_ELEMENT: Final = re.compile(r"(<(auth|response|password)\b[^>]*>)[^<]*(</\2>)")
 
 
 @dataclass(frozen=True)
@@ -129,3 +133,15 @@ def _xml_character(code: int) -> bool:
     # without the surrogates, U+FFFE and U+FFFF.
     return (code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
             or 0x10000 <= code <= 0x10FFFF)
+
+
+def redact_credentials(xml: str) -> str:
+    """Replace the text of every element that carries a credential by `***`, for the log.
+
+    >>> redact_credentials('<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">'
+    ...                    'AGhhdABodW50ZXIy</auth>')
+    '<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">***</auth>'
+    >>> redact_credentials("<message><body>the auth is fine</body></message>")
+    '<message><body>the auth is fine</body></message>'
+    """
+    return _CREDENTIAL_ELEMENT.sub(r"\1***\3", xml)

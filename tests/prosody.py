@@ -75,6 +75,10 @@ class ProsodyServer:
     certificate: Path | None = None
     key: Path | None = None
     users: tuple[str, ...] = PEOPLE
+    # Passwords of chosen users in place of password_for(user).
+    passwords: dict[str, str] = field(default_factory=dict)
+    # SASL mechanisms not to offer, such as SCRAM-SHA-1 so that clients must use PLAIN.
+    disabled_mechanisms: tuple[str, ...] = ()
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prosody-")))
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -99,6 +103,8 @@ class ProsodyServer:
         # prosodyctl prints an error on every run when this directory is missing.
         certificates.mkdir(exist_ok=True)
         locking = "true" if self.room_locking else "false"
+        # DIGEST-MD5 is disabled by prosody's own default, which this setting replaces.
+        disabled = "; ".join(f'"{name}"' for name in ("DIGEST-MD5", *self.disabled_mechanisms))
         nagle = "true" if self.nagle else "false"
         modules = '"roster"; "saslauth"; "disco"; "ping"; "posix";'
         if self.certificate is not None and self.key is not None:
@@ -129,6 +135,7 @@ modules_enabled = {{ {modules} }}
 modules_disabled = {{ "s2s"; "offline" }}
 {encryption}
 authentication = "internal_hashed"
+disable_sasl_mechanisms = {{ {disabled} }}
 storage = "internal"
 network_settings = {{ nagle = {nagle} }}
 log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{self.log_path}" }} }}
@@ -142,14 +149,18 @@ Component "{MUC_DOMAIN}" "muc"
 """
         self.config_path.write_text(text, encoding="utf-8")
 
+    def password_of(self, user: str) -> str:
+        return self.passwords.get(user, password_for(user))
+
     def register_users(self) -> None:
         program = find_program("prosodyctl")
         if program is None:
             raise RuntimeError("prosodyctl is not installed; scripts/test installs prosody")
         for user in self.users:
             subprocess.run([program, "--config", str(self.config_path), "register", user,
-                            DOMAIN, password_for(user)], check=True, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30)
+                            DOMAIN, self.password_of(user)], check=True,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=30)
         self.registered = True
 
     def start(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,7 +27,7 @@ from tests.frontends.xmpp_support import (  # noqa: F401  (fixtures)
     xmpp_people,
 )
 from tests.helpers import MemoryConversation
-from tests.prosody import DOMAIN, ProsodyServer
+from tests.prosody import DOMAIN, ProsodyServer, password_for
 from tests.tls import CertificateFiles
 
 StartBot = Callable[..., Awaitable[XmppBot]]
@@ -336,3 +338,21 @@ async def _until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> Non
 async def _settle(seconds: float = 0.5) -> None:
     """Give the bot time to act on what it received, so that a test can see it did not."""
     await asyncio.sleep(seconds)
+
+
+async def test_plain_login_kept_out_of_debug_log(
+        new_prosody: Callable[..., ProsodyServer], room: str, start_xmpp_bot: StartBot,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Without SCRAM the bot logs in with SASL PLAIN, whose <auth> is the base64 of the
+    # password, and slixmpp logs every stanza it sends at DEBUG.
+    caplog.set_level(logging.DEBUG)
+    server = new_prosody(disabled_mechanisms=("SCRAM-SHA-1",))
+    password = password_for(BOT)
+    plain = base64.b64encode(f"\0{BOT}\0{password}".encode()).decode()
+
+    await start_xmpp_bot(server.port, [room])
+
+    logged = [record.getMessage() for record in caplog.records]
+    assert any('mechanism="PLAIN">***</auth>' in text for text in logged)
+    assert not [text for text in logged if plain in text]
+    assert not [text for text in logged if password in text]
