@@ -45,11 +45,13 @@ class RecordingLineBuffer(buffer.LineBuffer):  # type: ignore[misc]
 
 
 class ChatClient:
-    """A test participant named `nick` on the ngircd at 127.0.0.1:`port`."""
+    """A test participant named `nick` on the ngircd at 127.0.0.1:`port`; `password` is the
+    server password (PASS), for a server that requires one."""
 
-    def __init__(self, nick: str, port: int) -> None:
+    def __init__(self, nick: str, port: int, password: str | None = None) -> None:
         self.nick = nick
         self.port = port
+        self.password = password
         self.seen: list[Seen] = []
         self.raw_lines: list[bytes] = []
         self.cursor = 0
@@ -70,8 +72,8 @@ class ChatClient:
         self.connection = reactor.server()
         self.connection.buffer_class = type("Recording", (RecordingLineBuffer,),
                                             {"sink": self.raw_lines})
-        await self.connection.connect(HOST, self.port, self.nick, username=self.nick,
-                                      ircname=self.nick)
+        await self.connection.connect(HOST, self.port, self.nick, password=self.password,
+                                      username=self.nick, ircname=self.nick)
         await asyncio.wait_for(self._welcomed.wait(), TIMEOUT)
         for channel in channels:
             await self.join(channel)
