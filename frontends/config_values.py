@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ from thehat.errors import ConfigError
 from thehat.names import did_you_mean
 
 
+# The names of environment variables that a `*_env` key may give.
+ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SECRET_KEYS: Final = ("password", "password_env", "password_file")
 TOKEN_KEYS: Final = ("token", "token_env", "token_file")
 
@@ -87,6 +90,11 @@ def secret_value(section: Mapping[str, Any], key: str, source: str, base: Path,
     if name == kind:
         secret = value
     elif name == f"{kind}_env":
+        if not ENV_NAME.fullmatch(value):
+            # Not shown, because it may be the secret itself, written under the wrong key.
+            raise ConfigError(f"{source}: {path} is not an environment variable name (letters, "
+                              f"digits and _, not starting with a digit); write the variable's "
+                              f"name there, or give the {kind} another way")
         if value not in os.environ:
             raise ConfigError(f"{source}: {path} names the environment variable {value!r}, "
                               f"which is not set; set it or give the {kind} another way")

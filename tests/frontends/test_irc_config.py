@@ -153,3 +153,14 @@ def test_missing_section_names_it() -> None:
 ])
 def test_invalid_values_name_key_path(changes: dict[str, Any], expected: str) -> None:
     assert expected in error_of(**changes)
+
+
+def test_password_under_env_key_not_echoed() -> None:
+    # A password written by mistake where the variable's name belongs must not be shown.
+    section = {"nic": "thehat", "server": "127.0.0.1", "channel": "ops",
+               "password_env": "s3cret!pass word"}
+    with pytest.raises(ConfigError) as caught:
+        parse_irc_config(section)
+    message = str(caught.value)
+    assert "thehat-irc.password_env is not an environment variable name" in message
+    assert "s3cret" not in message
