@@ -411,8 +411,9 @@ class IrcFrontend(Frontend):
         identities = [Identity("irc", identity.nick)]
         if identity.account is not None:
             identities.append(Identity("irc-account", identity.account, identity.verified))
+        origin = f"{identity.user}@{identity.host}" if identity.host else None
         return Speaker(identity.nick, tuple(identities),
-                       listed_admin=self.is_admin(identity.nick))
+                       listed_admin=self.is_admin(identity.nick), origin=origin)
 
     def is_admin(self, nick: str) -> bool:
         """Tell whether `nick` is listed in `wfengine.admins`, compared as the server does."""

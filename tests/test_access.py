@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -163,7 +164,7 @@ OBSERVER_COMMANDS = ["status", "list", "dump", "history", "help", "date", "versi
 OPERATOR_COMMANDS = ["gimme openbread", "start openbread", "finish openbread",
                      "giveto bob gettoaster", "gimmegroup food", "reverting openbread",
                      "tictoc", "restore toast"]
-ADMIN_COMMANDS = ["load toast", "reload", "unload", "new fresh", "save", "addstep extra",
+ADMIN_COMMANDS = ["load other", "reload", "unload", "new fresh", "save", "addstep extra",
                   "delstep gettoaster", "set openbread note hello", "clockProcessing on",
                   "notificationProcessing off", "run", "stop", "idleprompt 3",
                   "exec true", "checkout .", "commit . message", "quit"]
@@ -185,8 +186,8 @@ def test_observer_may_not_act(tmp_path: Path, line: str) -> None:
     word = commands.lookup(line.split()[0])
     assert word is not None
     assert outcome.lines[0] == (
-        f"{word.name} needs the {needed} role; carol (irc:carol, not verified) is an observer "
-        f"for flow toast. Ask an admin to list you under access.{needed} in the configuration.")
+        f"{word.name} needs the {needed} role; carol (irc:carol, not verified) is an observer. "
+        f"Ask an admin to list you under access.{needed} in the configuration.")
     assert outcome.refusals == 1
     assert not outcome.events
     assert not outcome.quit
@@ -239,8 +240,8 @@ def test_help_lists_only_allowed_commands(tmp_path: Path) -> None:
     assert "load" not in listed
     assert "exec" not in listed
     assert "progression:" not in lines
-    assert lines[-1].endswith("more commands need a role above observer for flow toast, so "
-                              "they are not listed.")
+    assert lines[-1].endswith("more commands need a role above observer, so they are not "
+                              "listed.")
 
 
 def test_help_for_one_command_names_the_role(tmp_path: Path) -> None:
@@ -248,7 +249,7 @@ def test_help_for_one_command_names_the_role(tmp_path: Path) -> None:
     reply = say(daemon, irc("carol"), "help gimme")
     assert reply.startswith("usage: gimme <step>")
     assert reply.endswith("It needs the operator role; carol (irc:carol, not verified) is an "
-                          "observer for flow toast.")
+                          "observer.")
 
 
 def test_help_for_admin_lists_everything(tmp_path: Path) -> None:
@@ -279,9 +280,8 @@ def test_unverified_refusal_says_how_to_verify(tmp_path: Path) -> None:
     daemon = make_daemon(tmp_path, {**ACCESS, "requireVerified": True})
     reply = say(daemon, irc("alice"), "unload")
     assert reply == ("unload needs the admin role; alice (irc:alice, not verified) is an "
-                     "observer for flow toast. Roles need a verified identity here "
-                     "(access.requireVerified): log in to your services account, or speak from "
-                     "a room that shows your JID.")
+                     "observer. Roles need a verified identity here (access.requireVerified): "
+                     "log in to your services account (NickServ or SASL).")
     assert "toast" in daemon.runs
 
 
@@ -378,7 +378,7 @@ def test_curly_quotes_read_as_straight(tmp_path: Path) -> None:
     ("\ufeff", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
     ("\u202e", "U+202E RIGHT-TO-LEFT OVERRIDE"),
     ("\u00ad", "U+00AD SOFT HYPHEN"),
-    ("\x07", "U+0007 a control character"),
+    ("\x07", "U+0007 (control character)"),
 ])
 def test_invisible_character_rejected(tmp_path: Path, char: str, label: str) -> None:
     daemon = make_daemon(tmp_path)
@@ -431,7 +431,10 @@ async def test_flooding_speaker_is_told_to_wait(tmp_path: Path) -> None:
     third = await daemon.handle(conversation, irc("bob"), "gimme gettoaster")
     assert "Owner of step openbread is now bob" in "\n".join(first.lines)
     assert third.lines == ["bob: too many commands; wait 10 seconds and send it again "
-                           "(limits.commandsPerMinute is 6). Nothing was done."]
+                           "(limits.commandsPerMinute is 6). Nothing was done, and more "
+                           "commands before then get no reply."]
+    fourth = await daemon.handle(conversation, irc("bob"), "gimme gettoaster")
+    assert fourth.lines == []
     assert daemon.runs["toast"].steps["gettoaster"].owner is None
     other = await daemon.handle(conversation, irc("carol"), "gimme gettoaster")
     assert "Owner of step gettoaster is now carol" in "\n".join(other.lines)
@@ -456,11 +459,11 @@ def test_daemon_logs_how_roles_are_decided(tmp_path: Path,
     make_daemon(tmp_path)
     lines = [r.getMessage() for r in caplog.records if r.name == "thehat.daemon"]
     assert lines.count("access: no access section: every speaker is an operator, and the "
-                       "admins are those listed in wfengine.admins") == 1
+                       "admins are the terminal's user and those listed in wfengine.admins") == 1
     caplog.clear()
     make_daemon(tmp_path, ACCESS)
-    assert "access: access section: 6 identities with roles, 2 flows with their own roles, " \
-           "default role observer, roles apply to any identity" in caplog.messages
+    assert "access: access section: identities with roles: 6, flows with roles of their own: " \
+           "2, default role observer, roles apply to any identity" in caplog.messages
 
 
 def test_admins_key_ignored_with_access(tmp_path: Path,
@@ -484,3 +487,164 @@ def test_line_end_around_command_ignored(tmp_path: Path) -> None:
     daemon = make_daemon(tmp_path)
     daemon.execute(CHANNEL, irc("bob"), "gimme openbread\r\n")
     assert daemon.runs["toast"].steps["openbread"].owner == "bob"
+
+
+# -- roles of one flow do not reach beyond it -------------------------------------------------
+
+SANDBOX = {"default": "observer", "admin": ["irc-account:alice"],
+           "flows": {"sandbox": {"admin": ["irc:carol"]}}}
+
+
+@pytest.mark.parametrize("line", ["exec id", "quit", "checkout .", "commit . x"])
+def test_flow_admin_has_no_host_commands(tmp_path: Path, line: str) -> None:
+    daemon = make_daemon(tmp_path, SANDBOX)
+    say(daemon, irc("carol"), "new sandbox", "irc:#sand")
+    outcome = daemon.execute("irc:#sand", irc("carol"), line)
+    assert outcome.lines[0].endswith("needs the admin role; carol (irc:carol, not verified) is "
+                                     "an observer. Ask an admin to list you under access.admin "
+                                     "in the configuration.")
+    assert not outcome.quit
+    assert not outcome.launches
+
+
+def test_flow_admin_cannot_set_step_commands(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, SANDBOX)
+    say(daemon, irc("carol"), "new sandbox", "irc:#sand")
+    say(daemon, irc("carol"), "addstep x", "irc:#sand")
+    reply = say(daemon, irc("carol"), "set x startCommand touch /tmp/owned", "irc:#sand")
+    assert reply.startswith("Only admins can set startCommand, because it runs on the bot's "
+                            "host")
+    assert "carol (irc:carol, not verified) is an observer." in reply
+    reply = say(daemon, irc("carol"), "giveto program:./deploy.sh x", "irc:#sand")
+    assert reply.startswith("Only admins can give steps to a program")
+    assert daemon.runs["sandbox"].steps["x"].definition.start_command is None
+    assert daemon.runs["sandbox"].steps["x"].owner is None
+
+
+def test_save_under_another_name_needs_that_flow(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, SANDBOX)
+    other = tmp_path / "data" / "other.flow"
+    before = other.read_text()
+    say(daemon, irc("carol"), "new sandbox", "irc:#sand")
+    say(daemon, irc("carol"), "addstep x", "irc:#sand")
+    reply = say(daemon, irc("carol"), "save other force", "irc:#sand")
+    assert reply.startswith("save needs the admin role; carol (irc:carol, not verified) is an "
+                            "observer.")
+    assert other.read_text() == before
+    assert "sandbox" in daemon.runs
+
+
+def test_flow_demotion_holds_for_save(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, {"admin": ["irc:alice"],
+                                    "flows": {"other": {"observer": ["irc:alice"]}}})
+    say(daemon, irc("alice"), "new scratch", "irc:#scratch")
+    reply = say(daemon, irc("alice"), "save other force", "irc:#scratch")
+    assert reply.startswith("save needs the admin role; alice (irc:alice, not verified) is an "
+                            "observer for flow other. Ask an admin to list you under "
+                            "access.flows.other.admin in the configuration.")
+
+
+def test_flow_entry_named_in_refusal(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, ACCESS)
+    reply = say(daemon, irc("al", "alice"), "load other", "irc:#elsewhere")
+    assert reply == ("load needs the admin role; al (irc:al, not verified; irc-account:alice) "
+                     "is an observer for flow other. Ask an admin to list you under "
+                     "access.flows.other.admin in the configuration.")
+
+
+def test_observer_joins_active_run(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, ACCESS)
+    reply = say(daemon, irc("carol"), "load toast", "irc:query:carol")
+    assert "joined that run" in reply
+    assert daemon.run_for("irc:query:carol") is daemon.runs["toast"]
+    # Moving an attached conversation to another run needs an operator.
+    daemon.runs["other"] = Run("other", toast_flow(), daemon.clock)
+    reply = say(daemon, irc("carol"), "restore other", "irc:query:carol")
+    assert reply.startswith("restore needs the operator role")
+    assert daemon.run_for("irc:query:carol") is daemon.runs["toast"]
+
+
+def test_bringing_back_ended_run_needs_admin(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, ACCESS)
+    reply = say(daemon, irc("bob"), "restore other", "irc:#elsewhere")
+    assert reply.startswith("restore needs the admin role; bob (irc:bob, not verified) is an "
+                            "operator.")
+
+
+# -- the section's keys and warnings ----------------------------------------------------------
+
+def test_flow_keys_read_as_load_names_them() -> None:
+    policy = parse_access_section({"flows": {"toast.flow": {"observer": ["irc:bob"]}},
+                                   "operator": ["irc:bob"]}, "test")
+    assert policy.role(irc("bob"), "toast") is Role.OBSERVER
+
+
+@pytest.mark.parametrize(("flows", "message"), [
+    ({"bad/../x": {}}, "access.flows.bad/../x is not a flow name: '..' is not allowed"),
+    ({"a": {}, "a.flow": {}}, "access.flows.a.flow repeats flow a; keep its roles in one entry"),
+])
+def test_flow_key_errors(flows: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_access_section({"flows": flows}, "test")
+    assert message in str(caught.value)
+
+
+def test_section_without_admin_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    make_daemon(tmp_path, {"operator": ["irc:bob"], "requireVerified": True})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert ("access: the access section lists no admin, so nobody can load flows, stop the "
+            "bot or change settings from chat or the terminal; add identities under "
+            "access.admin") in warnings
+    assert ("access: access.requireVerified is true, so the nick entries irc:bob never match; "
+            "list services accounts as irc-account:<name> instead") in warnings
+
+
+# -- more look-alike characters ---------------------------------------------------------------
+
+def test_variation_selector_rejected(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path)
+    reply = say(daemon, irc("bob"), "giveto bob\ufe0f openbread")
+    assert "U+FE0F VARIATION SELECTOR-16, at position 11" in reply
+    assert daemon.runs["toast"].steps["openbread"].owner is None
+
+
+def test_fullwidth_letters_read_as_ascii(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path)
+    outcome = daemon.execute(CHANNEL, irc("bob"), "gimme ｏｐｅｎbread")
+    assert outcome.lines[0] == "Note: read the fullwidth characters 'ｏｐｅｎ' as 'open'."
+    assert daemon.runs["toast"].steps["openbread"].owner == "bob"
+
+
+def test_other_dashes_read_as_hyphen(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path)
+    daemon.runs["toast"].add_step(StepDef("db-backup"), "test")
+    for dash in ("\u2e3a", "\u058a", "\u2043"):
+        daemon.runs["toast"].set_owner("db-backup", None, "test")
+        daemon.execute(CHANNEL, irc("bob"), f"gimme db{dash}backup")
+        assert daemon.runs["toast"].steps["db-backup"].owner == "bob", repr(dash)
+
+
+def test_mixed_script_step_name_rejected(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path)
+    reply = say(daemon, irc("bob"), "addstep openbr\u0435ad")
+    assert ("'\u0435' (U+0435 CYRILLIC SMALL LETTER IE) mixes Cyrillic with Latin letters, so "
+            "the name can look like another; type it in one script") in reply
+    assert "openbr\u0435ad" not in daemon.runs["toast"].steps
+
+
+def test_position_counts_leading_spaces(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path)
+    reply = say(daemon, irc("bob"), "   finish a\u200bb")
+    assert "at position 12;" in reply
+
+
+def test_rate_limit_follows_origin_across_nicks(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, limits=Limits(commands_per_minute=1, command_burst=2))
+    conversation = MemoryConversation(CHANNEL)
+    ran = 0
+    for index in range(6):
+        speaker = Speaker(f"bob{index}", (Identity("irc", f"bob{index}"),),
+                          origin="~bob@host.example")
+        reply = asyncio.run(daemon.handle(conversation, speaker, "version"))
+        ran += any("thehat version" in line for line in reply.lines)
+    assert ran == 2

@@ -479,7 +479,7 @@ async def test_program_owner_needs_admin(tmp_path: Path) -> None:
 
     reply = await bot.say("giveto program:./deploy.sh a", user="mallory")
     assert ("Only admins can give steps to a program, because it runs on the bot's host; "
-            "mallory is an operator for flow auto. Admins are listed in wfengine.admins.") in reply
+            "mallory is an operator. Admins are listed in wfengine.admins.") in reply
     assert bot.daemon.runs["auto"].steps["a"].owner is None
 
     await bot.say("giveto program:./deploy.sh a", user="alice")
@@ -606,7 +606,7 @@ async def test_exec_refused_for_others(tmp_path: Path) -> None:
     reply = await bot.say("exec touch pwned", user="mallory")
     await bot.settle()
 
-    assert ("exec needs the admin role; mallory is an operator for flow auto. Admins are "
+    assert ("exec needs the admin role; mallory is an operator. Admins are "
             "listed in wfengine.admins.") in reply
     assert not (bot.datadir / "pwned").exists()
 

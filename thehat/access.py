@@ -105,6 +105,8 @@ class Speaker:
     identities: tuple[Identity, ...] = ()
     local: bool = False
     listed_admin: bool = False
+    # Where the speaker connects from (IRC `user@host`), which outlasts a nick change.
+    origin: str | None = None
 
     @classmethod
     def terminal(cls, login: str) -> Speaker:
@@ -152,18 +154,23 @@ class AccessPolicy:
 
     def role(self, speaker: Speaker, flow: str | None = None) -> Role:
         """Return the role of `speaker`, for `flow` when given."""
+        return self.decide(speaker, flow)[0]
+
+    def decide(self, speaker: Speaker, flow: str | None = None) -> tuple[Role, str | None]:
+        """Return the role of `speaker` for `flow`, and that flow when its own entries
+        decided the role (None when the general entries or the default did)."""
         if not self.configured:
-            return Role.ADMIN if speaker.listed_admin else Role.OPERATOR
+            return (Role.ADMIN if speaker.listed_admin else Role.OPERATOR), None
         candidates = speaker.verified if self.require_verified else self.matchable(speaker)
         if self.require_verified and not candidates:
-            return Role.OBSERVER
+            return Role.OBSERVER, None
         keys = [identity.key for identity in candidates]
         if flow is not None and flow in self.flows:
             found = [self.flows[flow][key] for key in keys if key in self.flows[flow]]
             if found:
-                return max(found)
+                return max(found), flow
         found = [self.roles[key] for key in keys if key in self.roles]
-        return max(found) if found else self.default
+        return (max(found) if found else self.default), None
 
     @staticmethod
     def matchable(speaker: Speaker) -> tuple[Identity, ...]:
@@ -187,16 +194,36 @@ class AccessPolicy:
     def summary(self) -> str:
         """Return one line on how roles are decided, for the start-up log."""
         if not self.configured:
-            return ("no access section: every speaker is an operator, and the admins are those "
-                    "listed in wfengine.admins")
+            return ("no access section: every speaker is an operator, and the admins are the "
+                    "terminal's user and those listed in wfengine.admins")
         verified = "verified identities only" if self.require_verified else "any identity"
-        return (f"access section: {len(self.roles)} identities with roles, "
-                f"{len(self.flows)} flows with their own roles, default role "
-                f"{self.default.word}, roles apply to {verified}")
+        return (f"access section: identities with roles: {len(self.roles)}, flows with roles "
+                f"of their own: {len(self.flows)}, default role {self.default.word}, roles "
+                f"apply to {verified}")
+
+    def warnings(self) -> list[str]:
+        """Return the mistakes in the section that leave it working but surely not as meant."""
+        if not self.configured:
+            return []
+        problems = []
+        if Role.ADMIN not in self.roles.values() and self.default is not Role.ADMIN:
+            problems.append("the access section lists no admin, so nobody can load flows, "
+                            "stop the bot or change settings from chat or the terminal; add "
+                            "identities under access.admin")
+        if self.require_verified:
+            unverifiable = sorted(key for table in (self.roles, *self.flows.values())
+                                  for key in table if key.startswith("irc:"))
+            if unverifiable:
+                problems.append(f"access.requireVerified is true, so the nick entries "
+                                f"{', '.join(dict.fromkeys(unverifiable))} never match; list "
+                                "services accounts as irc-account:<name> instead")
+        return problems
 
 
 def parse_access_section(section: Any, source: str) -> AccessPolicy:
     """Validate the `access` section; ConfigError names the key, the value and what to write."""
+    from thehat.datadir import flow_name_problem
+
     if section is None:
         section = {}
     if not isinstance(section, dict):
@@ -226,8 +253,17 @@ def parse_access_section(section: Any, source: str) -> AccessPolicy:
     if not isinstance(raw_flows, dict):
         raise ConfigError(f"{source}: {SECTION}.flows must map flow names to role lists, "
                           f"such as  db-upgrade: {{operator: [irc-account:carol]}}")
-    for flow, table in raw_flows.items():
-        key = f"{SECTION}.flows.{flow}"
+    for raw_flow, table in raw_flows.items():
+        # Flows are named as load names them, so `toast.flow` means the flow toast.
+        flow = str(raw_flow).strip().removesuffix(".flow")
+        key = f"{SECTION}.flows.{raw_flow}"
+        problem = flow_name_problem(flow)
+        if problem is not None:
+            raise ConfigError(f"{source}: {key} is not a flow name: {problem}; write the name "
+                              "as load takes it, such as db-upgrade")
+        if flow in flows:
+            raise ConfigError(f"{source}: {key} repeats flow {flow}; keep its roles in one "
+                              "entry")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: {key} must be a mapping of roles to identity lists")
         for role_key in table:

@@ -79,7 +79,11 @@ class Context:
     args: str
     outcome: Outcome
     speaker: Speaker
+    # The speaker's role for this command, and the flow whose own access entries decided it.
     role: Role
+    role_flow: str | None = None
+    # The speaker's role outside any flow, which decides what may act on the bot's host.
+    host_role: Role = Role.OBSERVER
 
     @property
     def admin(self) -> bool:
@@ -234,9 +238,12 @@ def execute(daemon: Daemon, conversation_id: str, speaker: Speaker | str, text: 
         return outcome
 
     run = daemon.run_for(conversation_id)
-    role = policy.role(speaker, target_flow(entry, args, run))
+    host_role = policy.role(speaker)
+    # The lowest role over the flows the command touches decides.
+    decisions = [policy.decide(speaker, flow) for flow in role_flows(entry, args, run)]
+    role, role_flow = min(decisions, key=lambda decision: decision[0])
     context = Context(daemon, conversation_id, policy.actor(speaker), word, args.strip(),
-                      outcome, speaker, role)
+                      outcome, speaker, role, role_flow, host_role)
     if run is not None:
         outcome.run_name = run.name
     try:
@@ -266,34 +273,61 @@ def checked_line(text: str, max_length: int) -> tuple[str, list[str]]:
     """Refuse an over-long line, make look-alike characters plain; return the notes.
 
     Raises CommandError naming the length and the limit, or the offending character.
-    Whitespace around the command, a line end included, is dropped first.
+    Whitespace around the command, a line end included, is dropped first; positions in
+    messages still count it, so they match the line as typed.
     """
+    leading = len(text) - len(text.lstrip())
     text = text.strip()
     if len(text) > max_length:
         raise CommandError(f"The command is {len(text):,} characters long; the limit is "
                            f"{max_length:,} (limits.maxLineLength). Nothing was done.")
-    return normalise_line(text)
+    return normalise_line(text, leading)
 
 
-def target_flow(entry: Command, args: str, run: Run | None) -> str | None:
-    """Return the flow whose roles decide `entry`: the named one for load, restore and new,
-    else the attached run's."""
+def named_flow(entry: Command, args: str) -> str | None:
+    """Return the flow that load, restore, new or save names in `args`, else None."""
+    if entry.name not in ("load", "restore", "new", "save"):
+        return None
+    names = [word for word in args.split() if word not in FORCE_WORDS]
+    return names[0].removesuffix(".flow") if len(names) == 1 else None
+
+
+def role_flows(entry: Command, args: str, run: Run | None) -> list[str | None]:
+    """Return the flows whose access entries decide `entry` (None: the general entries).
+
+    Host commands are judged outside any flow, because they act beyond it. Load, restore and
+    new are judged for the flow they name; save to another name for both flows.
+    """
+    if entry.host:
+        return [None]
+    named = named_flow(entry, args)
+    attached = None if run is None else run.name
     if entry.name in ("load", "restore", "new"):
-        names = args.split()
-        return names[0].removesuffix(".flow") if len(names) == 1 else None
-    return None if run is None else run.name
+        return [named]
+    if entry.name == "save" and named is not None and named != attached:
+        return [attached, named]
+    return [attached]
 
 
 def needed_role(entry: Command, context: Context) -> Role:
     """Return the role `entry` needs from the speaker of `context`.
 
     Without an access section every command but the host commands is open to operators, as
-    in earlier versions. Leaving the terminal is open to its user whatever the role.
+    in earlier versions. Leaving the terminal is open to its user whatever the role. Joining
+    an active run needs an observer in a conversation that follows no run yet, and an
+    operator to move a conversation from one run to another. Bringing back an ended run
+    needs an admin.
     """
     if entry.name == "quit" and context.speaker.local:
         return Role.OBSERVER
     if not context.daemon.config.access.configured:
         return Role.ADMIN if entry.host else Role.OPERATOR
+    if entry.name in ("load", "restore"):
+        named = named_flow(entry, context.args)
+        if named is not None and named in context.daemon.runs:
+            return Role.OBSERVER if context.run is None else Role.OPERATOR
+        if entry.name == "restore" and named is not None:
+            return Role.ADMIN
     return entry.role
 
 
@@ -309,15 +343,18 @@ def check_role(context: Context, entry: Command) -> None:
     log.info("rejected %s from %s: needs %s, has %s", entry.name, context.speaker.describe(),
              needed.word, context.role.word)
     raise CommandError(f"{entry.name} needs the {needed.word} role; {who(context)} "
-                       f"{context.role.with_article}{where(context)}. {how_to_get(context, needed)}")
+                       f"{context.role.with_article}{where(context)}. "
+                       f"{how_to_get(context, needed, context.role_flow)}")
 
 
 def require_admin(context: Context, action: str) -> None:
-    """Raise CommandError unless the speaker is an admin; `action` names what needs one."""
-    if context.admin:
+    """Raise CommandError unless the speaker is an admin outside any flow, because `action`
+    (named in the message) acts on the bot's host."""
+    if context.host_role >= Role.ADMIN:
         return
-    raise CommandError(f"Only admins can {action}; {who(context)} {context.role.with_article}"
-                       f"{where(context)}. {how_to_get(context, Role.ADMIN)}")
+    raise CommandError(f"Only admins can {action}; {who(context)} "
+                       f"{context.host_role.with_article}. "
+                       f"{how_to_get(context, Role.ADMIN, None)}")
 
 
 def who(context: Context) -> str:
@@ -326,18 +363,27 @@ def who(context: Context) -> str:
 
 
 def where(context: Context) -> str:
-    run = context.run
-    return f" for flow {run.name}" if run is not None else ""
+    """Name the flow whose own access entries decided the speaker's role, if any did."""
+    return f" for flow {context.role_flow}" if context.role_flow is not None else ""
 
 
-def how_to_get(context: Context, needed: Role) -> str:
+def how_to_get(context: Context, needed: Role, flow: str | None) -> str:
+    """Say how the speaker could get the `needed` role, for `flow` when its entries decided."""
     policy = context.daemon.config.access
     if not policy.configured:
         return "Admins are listed in wfengine.admins."
     if policy.require_verified and not context.speaker.verified:
-        return ("Roles need a verified identity here (access.requireVerified): log in to "
-                "your services account, or speak from a room that shows your JID.")
-    return f"Ask an admin to list you under access.{needed.word} in the configuration."
+        kinds = {identity.kind for identity in context.speaker.identities}
+        if "irc" in kinds:
+            how = "log in to your services account (NickServ or SASL)"
+        elif context.speaker.local:
+            how = "list your login as tty:<login>"
+        else:
+            how = ("speak in a room that shows your JID to the bot, or send the command to the "
+                   "bot directly")
+        return f"Roles need a verified identity here (access.requireVerified): {how}."
+    key = f"access.flows.{flow}.{needed.word}" if flow is not None else f"access.{needed.word}"
+    return f"Ask an admin to list you under {key} in the configuration."
 
 
 def for_each_step(context: Context, names: list[str],

@@ -69,10 +69,13 @@ class Completions:
 
 
 def rate_key(speaker: Speaker) -> str:
-    """Return the key of a speaker's rate limit: the first verified identity, else the first
-    identity, else the name."""
-    identities = speaker.verified or speaker.identities
-    return identities[0].key if identities else f"name:{speaker.name}"
+    """Return the key of a speaker's rate limit: the first verified identity, else where the
+    speaker connects from (so a nick change does not reset it), else the name."""
+    if speaker.verified:
+        return speaker.verified[0].key
+    if speaker.origin is not None:
+        return f"origin:{speaker.origin}"
+    return speaker.identities[0].key if speaker.identities else f"name:{speaker.name}"
 
 
 class Daemon:
@@ -111,6 +114,8 @@ class Daemon:
         limits = self.config.limits
         self.rate_limiter = RateLimiter(limits.commands_per_minute, limits.command_burst)
         log.info("access: %s", self.config.access.summary())
+        for problem in self.config.access.warnings():
+            log.warning("access: %s", problem)
         if self.config.access.configured and engine.admins:
             log.warning("wfengine.admins is ignored because the configuration has an access "
                         "section; list the admins under access.admin instead")
@@ -199,14 +204,17 @@ class Daemon:
         """
         if isinstance(speaker, str):
             speaker = Speaker.plain(speaker, admin)
-        wait = 0.0 if speaker.local else self.rate_limiter.take(rate_key(speaker),
-                                                                 time.monotonic())
+        key, now = rate_key(speaker), time.monotonic()
+        wait = 0.0 if speaker.local else self.rate_limiter.take(key, now)
         if wait:
             log.info("rate limit: ignored a command from %s in %s", speaker.describe(),
                      conversation.id)
+            if not self.rate_limiter.tell(key, now, wait):
+                return Reply([])
             return Reply([f"{speaker.name}: too many commands; wait {wait_words(wait)} and "
                           f"send it again (limits.commandsPerMinute is "
-                          f"{self.config.limits.commands_per_minute}). Nothing was done."])
+                          f"{self.config.limits.commands_per_minute}). Nothing was done, and "
+                          "more commands before then get no reply."])
         async with self.command_lock:
             outcome = await asyncio.to_thread(self.execute, conversation.id, speaker, text)
         self._mark_stale(outcome)

@@ -89,6 +89,8 @@ class RateLimiter:
         self.per_second = per_minute / 60.0
         self.burst = float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}
+        # Until when each speaker has been told to wait, so a flood gets one reply a wait.
+        self._told: dict[str, float] = {}
 
     @property
     def enabled(self) -> bool:
@@ -107,6 +109,15 @@ class RateLimiter:
         if len(self._buckets) > self.MAX_BUCKETS:
             self._drop_full(now)
         return 0.0
+
+    def tell(self, key: str, now: float, wait: float) -> bool:
+        """Tell whether to reply to `key`'s refused command: once until the wait is over."""
+        if self._told.get(key, 0.0) > now:
+            return False
+        if len(self._told) > self.MAX_BUCKETS:
+            self._told = {k: until for k, until in self._told.items() if until > now}
+        self._told[key] = now + wait
+        return True
 
     def _drop_full(self, now: float) -> None:
         """Forget the speakers whose buckets have filled up again."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable
 
 NAME_PUNCTUATION = frozenset("_-.")
+# Scripts whose letters look alike; one name may use letters of only one of them.
+LOOK_ALIKE_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC"})
 
 
 def name_problem(name: str, kind: str = "step name") -> str | None:
@@ -27,6 +30,28 @@ def name_problem(name: str, kind: str = "step name") -> str | None:
                 f"invalid {kind} {name!r}: {char!r} (U+{ord(char):04X}) is not allowed; "
                 "use only letters, digits, '_', '-' and '.'"
             )
+    return mixed_script_problem(name, kind)
+
+
+def mixed_script_problem(name: str, kind: str) -> str | None:
+    """Return why `name` mixes Latin, Greek and Cyrillic letters, or None when it does not.
+
+    Such a name can look exactly like another one (a Cyrillic 'е' in 'openbrеad').
+
+    >>> mixed_script_problem("openbr\u0435ad", "step name")
+    "invalid step name 'openbrеad': 'е' (U+0435 CYRILLIC SMALL LETTER IE) mixes Cyrillic with Latin letters, so the name can look like another; type it in one script"
+    """
+    first: str | None = None
+    for char in name:
+        script = unicodedata.name(char, "").split(" ", 1)[0]
+        if script not in LOOK_ALIKE_SCRIPTS:
+            continue
+        if first is None:
+            first = script
+        elif script != first:
+            return (f"invalid {kind} {name!r}: {char!r} (U+{ord(char):04X} "
+                    f"{unicodedata.name(char)}) mixes {script.title()} with {first.title()} "
+                    "letters, so the name can look like another; type it in one script")
     return None
 
 

@@ -23,13 +23,16 @@ LOOK_ALIKES: Final = {
     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
     "\u00ab": '"', "\u00bb": '"',
     "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
-    "\u2212": "-", "\ufe58": "-", "\ufe63": "-", "\uff0d": "-",
+    "\u2212": "-", "\ufe58": "-", "\ufe63": "-", "\uff0d": "-", "\u2e3a": "-", "\u2e3b": "-",
+    "\ufe31": "-", "\ufe32": "-", "\u058a": "-", "\u02d7": "-", "\u2043": "-", "\u1806": "-",
 }
 # Characters that show nothing, refused because they make equal-looking names differ.
 INVISIBLE: Final = frozenset("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c"
                              "\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061"
                              "\u2062\u2063\u2064\u2066\u2067\u2068\u2069\u206a\u206b\u206c"
-                             "\u206d\u206e\u206f\u3164\ufeff\uffa0")
+                             "\u206d\u206e\u206f\u3164\ufeff\uffa0\u180b\u180c\u180d\u180f"
+                             + "".join(map(chr, range(0xFE00, 0xFE10)))
+                             + "".join(map(chr, range(0xE0100, 0xE01F0))))
 
 
 def describe(char: str) -> str:
@@ -40,31 +43,37 @@ def describe(char: str) -> str:
     """
     name = unicodedata.name(char, "")
     if not name and unicodedata.category(char) == "Cc":
-        name = "a control character"
+        name = "(control character)"
     label = f"U+{ord(char):04X}" + (f" {name}" if name else "")
     if char in INVISIBLE or char in SPACES or _is_control(char):
         return label
     return f"'{char}' ({label})"
 
 
-def normalise_line(text: str) -> tuple[str, list[str]]:
+def normalise_line(text: str, offset: int = 0) -> tuple[str, list[str]]:
     """Return `text` with look-alike characters made plain, and a note for each kind changed.
 
     No-break and other wide spaces become spaces without a note; quotes and dashes get a
     note, because they change what was typed. Raises CommandError for an invisible or control
-    character, naming it and its position (counted from 1).
+    character, naming it and its position (counted from 1, plus `offset` characters that came
+    before `text`).
 
     >>> normalise_line("finish db\\u2013backup")
     ('finish db-backup', ["Note: read '–' (U+2013 EN DASH) as '-'."])
     """
     changed: dict[str, str] = {}
+    fullwidth: list[str] = []
     result: list[str] = []
-    for position, char in enumerate(text, 1):
+    for position, char in enumerate(text, 1 + offset):
         if char in SPACES:
             result.append(" ")
         elif char in LOOK_ALIKES:
             changed.setdefault(char, LOOK_ALIKES[char])
             result.append(LOOK_ALIKES[char])
+        elif "\uff01" <= char <= "\uff5e":
+            # Fullwidth forms of ASCII characters sit 0xFEE0 above them.
+            fullwidth.append(char)
+            result.append(chr(ord(char) - 0xFEE0))
         elif char == "\t":
             result.append(char)
         elif char in "\r\n\v\f\x85\u2028\u2029":
@@ -78,6 +87,10 @@ def normalise_line(text: str) -> tuple[str, list[str]]:
         else:
             result.append(char)
     notes = [f"Note: read {describe(char)} as '{plain}'." for char, plain in changed.items()]
+    if fullwidth:
+        wide = "".join(dict.fromkeys(fullwidth))
+        plain = "".join(chr(ord(char) - 0xFEE0) for char in wide)
+        notes.append(f"Note: read the fullwidth characters '{wide}' as '{plain}'.")
     return "".join(result), notes
 
 
