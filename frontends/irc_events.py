@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 REJOIN_DELAY: Final = 10.0
 # The query type the bot puts in its WHOX requests, to match the replies to them.
 WHOX_TOKEN: Final = "117"
+# The channel status marks that NAMES replies put before nicks (owner, admin, op, halfop,
+# voice), all of them with multi-prefix.
+NAMES_PREFIXES: Final = "~&@%+"
 
 # Library event names of the numerics that reject a JOIN (RFC 2812 section 5.2). Most current
 # servers use 477 for "you need a registered nick", which the library calls nochanmodes.
@@ -59,6 +62,7 @@ class ServerEvents:
             "quit": self._on_quit,
             "account": self._on_account,
             "whospcrpl": self._on_whox,
+            "namreply": self._on_names,
             "396": self._on_host_hidden,
             "disconnect": self._on_disconnect,
             "error": self._on_error,
@@ -172,6 +176,7 @@ class ServerEvents:
         if arguments and "extended-join" in session.negotiation.enabled:
             self.frontend.accounts.set(nick, arguments[0])
         if not self.frontend.same_nick(nick, self.frontend.nick):
+            self.frontend.accounts.joined(nick, event.target)
             return
         self.frontend.user = user or self.frontend.user
         self.frontend.host = host or self.frontend.host
@@ -184,7 +189,7 @@ class ServerEvents:
         log.info("joined %s as %s", channel.name, nick)
         if self.frontend.support.whox:
             # Sent raw: the library's who() replaces any second argument with "o".
-            session.connection.send_items("WHO", channel.name, f"%tuhna,{WHOX_TOKEN}")
+            session.connection.send_items("WHO", channel.name, f"%tcuhna,{WHOX_TOKEN}")
         self._join_settled(session, channel.name)
         if session.ready:
             self.frontend.channel_ready(channel)
@@ -207,17 +212,25 @@ class ServerEvents:
 
     def _on_part(self, session: Session, event: Any) -> None:
         nick, _, _ = self.library.event_source(event)
+        if not self.frontend.same_nick(nick, self.frontend.nick):
+            self.frontend.accounts.left(nick, event.target)
+            return
+        self.frontend.accounts.bot_left(event.target)
         channel = self._channel(event.target)
-        if channel is not None and self.frontend.same_nick(nick, self.frontend.nick):
+        if channel is not None:
             channel.joined = False
             channel.away.start()
 
     def _on_kick(self, session: Session, event: Any) -> None:
         arguments = self.library.arguments_of(event)
         channel = self._channel(event.target)
-        if channel is None or not arguments:
+        if not arguments:
             return
         if not self.frontend.same_nick(arguments[0], self.frontend.nick):
+            self.frontend.accounts.left(arguments[0], event.target)
+            return
+        self.frontend.accounts.bot_left(event.target)
+        if channel is None:
             return
         nick, _, _ = self.library.event_source(event)
         reason = arguments[1] if len(arguments) > 1 else ""
@@ -258,10 +271,22 @@ class ServerEvents:
         self.frontend.accounts.set(nick, event.target)
 
     def _on_whox(self, session: Session, event: Any) -> None:
-        # WHO <channel> %tuhna,<token> replies: token, user, host, nick, account ("0": none).
+        # WHO <channel> %tcuhna,<token> replies: token, channel, user, host, nick, account
+        # ("0": none).
         arguments = self.library.arguments_of(event)
-        if len(arguments) == 5 and arguments[0] == WHOX_TOKEN:
-            self.frontend.accounts.set(arguments[3], arguments[4])
+        if len(arguments) == 6 and arguments[0] == WHOX_TOKEN:
+            self.frontend.accounts.joined(arguments[4], arguments[1])
+            self.frontend.accounts.set(arguments[4], arguments[5])
+
+    def _on_names(self, session: Session, event: Any) -> None:
+        # RPL_NAMREPLY (353): channel type, channel, then nicks with their status prefixes.
+        arguments = self.library.arguments_of(event)
+        if len(arguments) < 3:
+            return
+        for entry in arguments[2].split():
+            nick = entry.lstrip(NAMES_PREFIXES)
+            if nick and not self.frontend.same_nick(nick, self.frontend.nick):
+                self.frontend.accounts.joined(nick, arguments[1])
 
     def _on_host_hidden(self, session: Session, event: Any) -> None:
         # RPL_HOSTHIDDEN (396): the host others now see for the bot.

@@ -165,6 +165,8 @@ class AccountBook:
     notify: bool = False
     tagged: bool = False
     accounts: dict[str, str | None] = field(default_factory=dict)
+    # The channels (folded) each nick shares with the bot.
+    channels: dict[str, set[str]] = field(default_factory=dict)
 
     def _key(self, nick: str) -> str:
         return irc_lower(nick, self.casemapping)
@@ -177,13 +179,37 @@ class AccountBook:
 
     def forget(self, nick: str) -> None:
         self.accounts.pop(self._key(nick), None)
+        self.channels.pop(self._key(nick), None)
 
     def rename(self, old: str, new: str) -> None:
         if self._key(old) in self.accounts:
             self.accounts[self._key(new)] = self.accounts.pop(self._key(old))
+        if self._key(old) in self.channels:
+            self.channels[self._key(new)] = self.channels.pop(self._key(old))
 
     def clear(self) -> None:
         self.accounts.clear()
+        self.channels.clear()
+
+    def joined(self, nick: str, channel: str) -> None:
+        """Record that `nick` is in `channel`, a channel the bot is in."""
+        self.channels.setdefault(self._key(nick), set()).add(self._key(channel))
+
+    def left(self, nick: str, channel: str) -> None:
+        """Record that `nick` left `channel`; forget them when no channel is shared any more,
+        because the server then stops telling the bot of their nick and account changes."""
+        key = self._key(nick)
+        shared = self.channels.get(key)
+        if shared is None:
+            return
+        shared.discard(self._key(channel))
+        if not shared:
+            self.forget(nick)
+
+    def bot_left(self, channel: str) -> None:
+        """Record that the bot left `channel`: everyone is gone from it, as far as it knows."""
+        for nick in list(self.channels):
+            self.left(nick, channel)
 
     def identity(self, nick: str, user: str | None, host: str | None,
                  tags: Mapping[str, str | None]) -> IrcIdentity:
@@ -197,8 +223,11 @@ class AccountBook:
             self.set(nick, None)
             return IrcIdentity(nick, user, host)
         account = self.accounts.get(self._key(nick))
+        # account-notify keeps an account current only while the bot shares a channel with
+        # its user, so an account of someone in no shared channel may be out of date.
+        shared = bool(self.channels.get(self._key(nick)))
         return IrcIdentity(nick, user, host, account,
-                           verified=account is not None and self.notify)
+                           verified=account is not None and self.notify and shared)
 
 
 def nick_candidates(nick: str, altnicks: Sequence[str], extra: int = 20) -> list[str]:

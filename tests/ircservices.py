@@ -151,6 +151,8 @@ class ServicesNetwork:
     # Registered account names and their passwords.
     accounts: dict[str, str] = field(default_factory=dict)
     starts: int = 0
+    # The InspIRCd modules to load; leaving one out imitates a server without that feature.
+    modules: tuple[str, ...] = INSPIRCD_MODULES
 
     host: str = HOST
 
@@ -172,7 +174,7 @@ class ServicesNetwork:
 
     def write_inspircd_config(self) -> None:
         directory = self.directory
-        modules = "\n".join(f'<module name="{name}">' for name in INSPIRCD_MODULES)
+        modules = "\n".join(f'<module name="{name}">' for name in self.modules)
         # The connect class turns flood control off, and resolvehostnames/useident "no" keep
         # InspIRCd from making DNS or ident queries for clients.
         text = f"""\

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -17,14 +17,16 @@ from thehat.model import StepState
 from tests.frontends.conftest import Bot
 from tests.frontends.irc_client import ChatClient
 from tests.frontends.test_irc import BOT, command
-from tests.ircservices import AccountClient, ServicesNetwork
+from tests.frontends.test_irc_services import PASSWORDS as SERVICE_PASSWORDS
+from tests.ircservices import INSPIRCD_MODULES, AccountClient, ServicesNetwork
 from tests.servers import NgircdServer
 
 StartBot = Callable[..., Awaitable[Bot]]
 People = Callable[..., Awaitable[ChatClient]]
 AccountPeople = Callable[..., Awaitable[AccountClient]]
 
-PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-1"}
+# The services network lives for the whole session, so accounts keep one password everywhere.
+PASSWORDS = {"alice": SERVICE_PASSWORDS["alice"], "bob": "secret-bob"}
 MARKS = itertools.count(1)
 
 
@@ -49,8 +51,8 @@ async def test_roles_by_nick(ircd: NgircdServer, start_bot: StartBot, people: Pe
 
     reply = await command(carol, channel, "gimme openbread")
     assert reply == ["gimme needs the operator role; carol (irc:carol, not verified) is an "
-                     "observer for flow toast. Ask an admin to list you under access.operator "
-                     "in the configuration."]
+                     "observer. Ask an admin to list you under access.operator in the "
+                     "configuration."]
     reply = await command(carol, channel, "status")
     assert any("Flow toast: 0 of 8 steps finished." in line for line in reply)
     help_lines = await command(carol, channel, "help")
@@ -81,8 +83,7 @@ async def test_taken_nick_refused_when_verified_required(ircd: NgircdServer,
     reply = await command(impostor, channel, "load toast")
     assert reply == ["load needs the admin role; alice (irc:alice, not verified) is an "
                      "observer. Roles need a verified identity here (access.requireVerified): "
-                     "log in to your services account, or speak from a room that shows your "
-                     "JID."]
+                     "log in to your services account (NickServ or SASL)."]
     reply = await command(impostor, channel, "quit")
     assert reply[0].startswith("quit needs the admin role")
     assert bot.daemon.run_for(f"irc:{channel}") is None
@@ -101,7 +102,8 @@ async def test_flooding_speaker_told_to_wait(ircd: NgircdServer, start_bot: Star
     text = await bob.next_message(BOT, channel, "the rate limit reply",
                                   text=lambda text: "too many commands" in text)
     assert text == ("bob: too many commands; wait 30 seconds and send it again "
-                    "(limits.commandsPerMinute is 2). Nothing was done.")
+                    "(limits.commandsPerMinute is 2). Nothing was done, and more commands "
+                    "before then get no reply.")
 
 
 # -- verified accounts: InspIRCd with Atheme --------------------------------------------------
@@ -150,8 +152,8 @@ async def test_verified_account_roles_and_impostor(accounts: None,
     assert "Loaded workflow 'toast', read 8 steps" in reply[0]
     reply = await ask(bob, channel, "unload")
     assert reply == ["unload needs the admin role; bob (irc:bob, not verified; "
-                     "irc-account:bob) is an operator for flow toast. Ask an admin to list "
-                     "you under access.admin in the configuration."]
+                     "irc-account:bob) is an operator. Ask an admin to list you under "
+                     "access.admin in the configuration."]
     await ask(alice, channel, "gimme openbread")
     await ask(alice, channel, "start openbread")
     run = bot.daemon.runs["toast"]
@@ -162,8 +164,7 @@ async def test_verified_account_roles_and_impostor(accounts: None,
     impostor = await services_people("alice", [channel])
     reply = await ask(impostor, channel, "finish openbread")
     assert reply[0].startswith("finish needs the operator role; alice (irc:alice, not "
-                               "verified) is an observer for flow toast. Roles need a verified "
-                               "identity here")
+                               "verified) is an observer. Roles need a verified identity here")
     reply = await ask(impostor, channel, "unload")
     assert reply[0].startswith("unload needs the admin role")
     assert run.steps["openbread"].state is StepState.IN_PROGRESS
@@ -180,3 +181,58 @@ async def test_verified_account_roles_and_impostor(accounts: None,
                                       password=PASSWORDS["alice"])
     await ask(returning, channel, "finish openbread")
     assert run.steps["openbread"].state is StepState.FINISHED
+
+
+@pytest.fixture(scope="module")
+def untagged_network() -> Iterator[ServicesNetwork]:
+    """InspIRCd and Atheme with account-notify and extended-join but no account-tag, so the
+    bot must keep track of accounts itself."""
+    modules = tuple(name for name in INSPIRCD_MODULES if name != "ircv3_accounttag")
+    network = ServicesNetwork(modules=modules)
+    try:
+        network.start()
+        network.register("alice", PASSWORDS["alice"])
+        yield network
+    finally:
+        network.remove()
+
+
+async def wait_for_account(bot: Bot, nick: str, account: str) -> None:
+    for _ in range(500):
+        if bot.frontend.accounts.accounts.get(nick) == account:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the bot did not learn account {account} for {nick} in 10 s")
+
+
+async def test_account_expires_when_no_channel_shared(untagged_network: ServicesNetwork,
+                                                     start_bot: StartBot,
+                                                     channel: str) -> None:
+    access = parse_access_section({"default": "observer", "requireVerified": True,
+                                   "admin": ["irc-account:alice"]}, "test")
+    bot = await start_bot(untagged_network.port, [channel], admins=(), access=access)
+    session = bot.frontend.session
+    assert session is not None
+    assert "account-tag" not in session.negotiation.enabled
+    assert "account-notify" in session.negotiation.enabled
+    alice = AccountClient("alice", untagged_network.port, account="alice",
+                          password=PASSWORDS["alice"])
+    mallory = AccountClient("alice", untagged_network.port)
+    try:
+        await alice.connect([channel])
+        await wait_for_account(bot, "alice", "alice")
+
+        # alice leaves the channel, then changes nick: the bot no longer sees her changes.
+        alice.send(f"PART {channel}")
+        alice.send("NICK alice_away")
+        await alice.next_line(lambda line: line.command == "NICK", "the NICK echo")
+        await mallory.connect()
+        mallory.say(BOT, "load toast")
+        answer = await mallory.next_line(
+            lambda line: line.command == "PRIVMSG" and line.nick == BOT, "the bot's reply")
+        assert answer.arguments[-1].startswith("load needs the admin role; alice (irc:alice, "
+                                               "not verified) is an observer.")
+        assert bot.daemon.run_for("irc:query:alice") is None
+    finally:
+        await mallory.close()
+        await alice.close()

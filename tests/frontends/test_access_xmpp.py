@@ -52,7 +52,7 @@ async def test_roles_by_real_jid(prosody: ProsodyServer, room: str, start_xmpp_b
 
     reply = await carol.ask(room, f"{BOT}: gimme openbread", "needs the")
     assert reply.startswith(f"gimme needs the operator role; carol (xmpp:carol@{DOMAIN}) is an "
-                            "observer for flow toast.")
+                            "observer.")
     await carol.ask(room, f"{BOT}: status", "Flow toast")
     help_text = await carol.ask(room, f"{BOT}: help", "Say help <command>")
     assert "gimme" not in help_text
@@ -99,8 +99,8 @@ async def test_anonymous_room_gives_nicks_only(prosody: ProsodyServer, room: str
 
     reply = await alice.ask(room, f"{BOT}: load toast", "needs the")
     assert reply == ("load needs the admin role; alice is an observer. Roles need a verified "
-                     "identity here (access.requireVerified): log in to your services account, "
-                     "or speak from a room that shows your JID.")
+                     "identity here (access.requireVerified): speak in a room that shows your "
+                     "JID to the bot, or send the command to the bot directly.")
     assert bot.frontend.last_identity is not None
     assert bot.frontend.last_identity.jid is None
 

@@ -111,10 +111,36 @@ def test_identity_from_join_verified_only_with_notify() -> None:
     current = AccountBook(notify=True)
     for book in (stale, current):
         book.set("Alice", "alice-acct")
+        book.joined("Alice", "#ops")
 
     assert stale.identity("alice", None, None, {}).verified is False
     assert current.identity("ALICE", None, None, {}).account == "alice-acct"
     assert current.identity("ALICE", None, None, {}).verified is True
+
+
+def test_account_unverified_once_no_channel_is_shared() -> None:
+    book = AccountBook(notify=True)
+    book.set("alice", "alice-acct")
+    assert book.identity("alice", None, None, {}).verified is False
+    book.joined("alice", "#ops")
+    book.joined("alice", "#Dev")
+    assert book.identity("alice", None, None, {}).verified is True
+
+    book.left("alice", "#ops")
+    assert book.identity("alice", None, None, {}).verified is True
+    # After the last shared channel the server no longer reports her changes.
+    book.left("ALICE", "#dev")
+    identity = book.identity("alice", None, None, {})
+    assert identity.account is None
+    assert identity.verified is False
+
+
+def test_account_forgotten_when_bot_leaves() -> None:
+    book = AccountBook(notify=True)
+    book.set("alice", "alice-acct")
+    book.joined("alice", "#ops")
+    book.bot_left("#ops")
+    assert book.identity("alice", None, None, {}).verified is False
 
 
 def test_account_book_follows_nick_changes_and_logout() -> None:
