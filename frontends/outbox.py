@@ -30,6 +30,12 @@ from typing import Final
 log = logging.getLogger(__name__)
 
 JOINER: Final = " | "
+# Lines queued for one private conversation above which its commands wait. The outbox is one
+# queue for every target, so without it one person could delay every channel's replies by
+# asking for long ones in private.
+PRIVATE_BACKLOG: Final = 40
+BACKLOG_LINE: Final = ("Your earlier replies are still being sent, so this command was not "
+                       "run; send it again once they have arrived.")
 # The longest UTF-8 encoding of one character, so the smallest usable byte limit.
 MAX_CHARACTER_BYTES: Final = 4
 
@@ -195,6 +201,15 @@ class Outbox:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    def queued(self, target: str) -> int:
+        """Return the number of lines (or pieces of lines) queued for `target`."""
+        return sum(1 for item in self._queue if item.target == target)
+
+    def backlogged(self, target: str) -> bool:
+        """Tell whether a private conversation's earlier replies still wait to be sent, so its
+        next command should not run (see PrivateBacklog)."""
+        return self.queued(target) >= PRIVATE_BACKLOG
 
     def put(self, target: str, lines: Iterable[str], *, joinable: bool = True) -> None:
         """Queue `lines` for `target`, in order. Blank lines are dropped.

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from frontends.outbox import JOINER
+from frontends.outbox import BACKLOG_LINE, JOINER, PRIVATE_BACKLOG
 from thehat.access import AccessPolicy, parse_access_section
 from thehat.limits import Limits
 from thehat.model import StepState
@@ -236,3 +236,29 @@ async def test_account_expires_when_no_channel_shared(untagged_network: Services
     finally:
         await mallory.close()
         await alice.close()
+
+
+async def test_private_backlog_holds_commands(ircd: NgircdServer, start_bot: StartBot,
+                                              people: People, channel: str) -> None:
+    bob = await people("bob", ircd.port, [channel])
+    alice = await people("alice", ircd.port, [channel])
+    bot = await start_bot(ircd.port, [channel], rate={"burst": 4, "interval": 0.5})
+    await alice.next_message(BOT, channel)
+
+    # Each help reply is about 40 lines; twenty of them would hold the outbox for minutes.
+    for _ in range(20):
+        bob.say(BOT, "help")
+    await bob.next_message(BOT, "bob", "the backlog notice", timeout=60.0,
+                           text=lambda text: text == BACKLOG_LINE)
+    for _ in range(500):
+        if bot.frontend.commands.empty():
+            break
+        await asyncio.sleep(0.02)
+    assert bot.frontend.commands.empty()
+    assert bot.frontend.outbox.queued("bob") < 2 * PRIVATE_BACKLOG
+    notices = [text for text in bob.messages(BOT, "bob") if text == BACKLOG_LINE]
+    assert len(notices) == 1
+
+    alice.say(channel, f"{BOT}: version")
+    await alice.next_message(BOT, channel, "the version reply", timeout=60.0,
+                             text=lambda text: "thehat version" in text)
