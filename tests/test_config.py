@@ -217,3 +217,13 @@ def test_config_repr_hides_inline_passwords() -> None:
         leaked = "inline-secret" in text
         assert not leaked
         assert "EngineConfig(" in text
+
+
+def test_key_given_twice_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "thehat.yaml"
+    path.write_text("wfengine:\n  datadir: flows\naccess:\n  admin: [tty:a]\n"
+                    "access:\n  operator: [tty:b]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (f"{path}:5: invalid YAML: 'access' is given twice in one "
+                                 "mapping; keep one")
