@@ -9,11 +9,13 @@ checked every CHECK_EVERY lines and for every run at the end of each batch.
 
 The run is deterministic for a seed. THEHAT_FUZZ_SEED picks another seed and
 THEHAT_FUZZ_SCALE multiplies the number of lines (default 1: 100,000 lines, 98,000 through
-daemons without a store and 2,000 through daemons with one). A failure names the seed, the batch and the line, so it can be replayed.
+daemons without a store, every other batch of them with an access section, and 2,000 through
+daemons with a store). A failure names the seed, the batch and the line, so it can be replayed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from thehat.access import Identity, Speaker, parse_access_section
 from thehat.commands import COMMANDS
 from thehat.config import Config, EngineConfig
 from thehat.daemon import Daemon, open_daemon
@@ -42,6 +45,9 @@ STORE_LINES = int(2_000 * SCALE)
 # the end of each batch. Checking after every command would double the time of the test.
 CHECK_EVERY = 8
 CONVERSATIONS = ("tty:alice", "irc:#ops", "xmpp:ops@conference.example.org")
+# Roles for every other batch without a store, so refusals by role are fuzzed too.
+ACCESS = {"default": "observer", "admin": ["irc:alice"], "operator": ["irc:bob"],
+          "flows": {FLOWS[0]: {"admin": ["irc:carol"]}, FLOWS[1]: {"observer": ["irc:bob"]}}}
 USERS = ("alice", "bob", "carol", "alice", "Ädmin", "a" * 300, "")
 
 # Characters that look like spaces, quotes or hyphens, zero-width characters, controls,
@@ -171,20 +177,29 @@ def check_outcome(daemon: Daemon, conversation: str, text: str, outcome: object,
         assert any(line.strip() for line in lines), f"{where}: no reason given for {text!r}"
 
 
+def as_speaker(daemon: Daemon, user: str) -> Speaker | str:
+    """Give `user` the IRC identity that the access section matches, when there is one."""
+    if daemon.config.access.configured:
+        return Speaker(user, (Identity("irc", user),))
+    return user
+
+
 def run_batch(daemon: Daemon, clock: FakeClock, lines: list[str], rng: random.Random,
               caplog: pytest.LogCaptureFixture, where: str) -> None:
     """Feed `lines` through the daemon; check each reply, the log and every run."""
     for flow, conversation in zip(FLOWS, CONVERSATIONS):
-        daemon.execute(conversation, "alice", f"load {flow}")
+        daemon.execute(conversation, as_speaker(daemon, "alice"), f"load {flow}")
     for number, text in enumerate(lines):
         conversation = rng.choice(CONVERSATIONS)
         if daemon.run_for(conversation) is None and rng.random() < 0.5:
-            daemon.execute(conversation, "alice", f"load {rng.choice(FLOWS)}")
+            daemon.execute(conversation, as_speaker(daemon, "alice"),
+                           f"load {rng.choice(FLOWS)}")
         user = rng.choice(USERS)
         clock.advance(seconds=rng.randint(0, 600))
         position = f"{where}, line {number}"
         try:
-            outcome = daemon.execute(conversation, user, text, admin=rng.random() < 0.1)
+            outcome = daemon.execute(conversation, as_speaker(daemon, user), text,
+                                     admin=rng.random() < 0.1)
         except Exception as exc:
             raise AssertionError(f"{position}: {text!r} from {user!r} raised {exc!r}") from exc
         check_outcome(daemon, conversation, text, outcome, position)
@@ -202,9 +217,13 @@ def test_fuzz_command_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
     caplog.set_level(logging.ERROR)
     corpus = build_corpus(make_datadir(tmp_path / "corpus"))
     rng = random.Random(SEED)
+    access = parse_access_section(ACCESS, "fuzz")
     for batch in range(max(1, MEMORY_LINES // BATCH)):
         clock = FakeClock()
-        daemon = Daemon(make_datadir(tmp_path / f"batch{batch}"), clock)
+        config = make_datadir(tmp_path / f"batch{batch}")
+        if batch % 2:
+            config = dataclasses.replace(config, access=access)
+        daemon = Daemon(config, clock)
         lines = fuzz_lines(corpus, rng, BATCH)
         run_batch(daemon, clock, lines, rng, caplog,
                   f"THEHAT_FUZZ_SEED={SEED}, memory batch {batch}")
