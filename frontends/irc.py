@@ -450,6 +450,11 @@ class IrcFrontend(Frontend):
         """Record which account capabilities the server enabled (called when CAP ends)."""
         self.accounts.notify = "account-notify" in enabled
         self.accounts.tagged = "account-tag" in enabled
+        if (self.config.access.configured and self.config.access.require_verified
+                and not (self.accounts.notify or self.accounts.tagged)):
+            log.warning("access.requireVerified is true, but %s confirms no services accounts "
+                        "(no account-tag or account-notify), so every speaker on it is an "
+                        "observer", self.settings.server)
 
     # -- output -------------------------------------------------------------------------------
 

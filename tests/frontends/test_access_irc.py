@@ -262,3 +262,13 @@ async def test_private_backlog_holds_commands(ircd: NgircdServer, start_bot: Sta
     alice.say(channel, f"{BOT}: version")
     await alice.next_message(BOT, channel, "the version reply", timeout=60.0,
                              text=lambda text: "thehat version" in text)
+
+
+async def test_server_without_accounts_warned(ircd: NgircdServer, start_bot: StartBot,
+                                              channel: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    access = parse_access_section({"requireVerified": True,
+                                   "admin": ["irc-account:alice"]}, "test")
+    await start_bot(ircd.port, [channel], access=access)
+    assert any("confirms no services accounts (no account-tag or account-notify), so every "
+               "speaker on it is an observer" in message for message in caplog.messages)
