@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from thehat.errors import ConfigError
-from thehat.names import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -222,18 +221,12 @@ class AccessPolicy:
 
 def parse_access_section(section: Any, source: str) -> AccessPolicy:
     """Validate the `access` section; ConfigError names the key, the value and what to write."""
+    from frontends.config_values import mapping_value
     from thehat.datadir import flow_name_problem
 
     if section is None:
         section = {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{source}: {SECTION} must be a mapping with the keys "
-                          f"{', '.join(sorted(SECTION_KEYS))}, not {type(section).__name__}")
-    for key in section:
-        if key not in SECTION_KEYS:
-            raise ConfigError(f"{source}: unknown key {SECTION}.{key}"
-                              f"{did_you_mean(str(key), SECTION_KEYS)}; accepted: "
-                              f"{', '.join(sorted(SECTION_KEYS))}")
+    mapping_value(section, SECTION, SECTION_KEYS, source)
     default = Role.OBSERVER
     if section.get("default") is not None:
         parsed = Role.parse(str(section["default"]))
@@ -264,13 +257,7 @@ def parse_access_section(section: Any, source: str) -> AccessPolicy:
         if flow in flows:
             raise ConfigError(f"{source}: {key} repeats flow {flow}; keep its roles in one "
                               "entry")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping of roles to identity lists")
-        for role_key in table:
-            if role_key not in ROLE_KEYS:
-                raise ConfigError(f"{source}: unknown key {key}.{role_key}"
-                                  f"{did_you_mean(str(role_key), ROLE_KEYS)}; accepted: "
-                                  f"{', '.join(ROLE_KEYS)}")
+        mapping_value(table, key, frozenset(ROLE_KEYS), source)
         flows[str(flow)] = _role_table(table, key, source)
     return AccessPolicy(True, require_verified, default, roles, flows)
 

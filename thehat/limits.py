@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from thehat.errors import ConfigError
-from thehat.names import did_you_mean
 
 SECTION: Final = "limits"
 # The largest flow file the loader reads at all; maxFlowBytes may only lower it. That is about
@@ -40,16 +39,11 @@ class Limits:
 
 def parse_limits_section(section: Any, source: str) -> Limits:
     """Validate the `limits` section; ConfigError names the key, its value and the range."""
+    from frontends.config_values import mapping_value
+
     if section is None:
         return Limits()
-    if not isinstance(section, dict):
-        raise ConfigError(f"{source}: {SECTION} must be a mapping of keys, "
-                          f"not {type(section).__name__}")
-    for key in section:
-        if key not in KEYS:
-            raise ConfigError(f"{source}: unknown key {SECTION}.{key}"
-                              f"{did_you_mean(str(key), KEYS)}; accepted: "
-                              f"{', '.join(sorted(KEYS))}")
+    mapping_value(section, SECTION, KEYS, source)
     values: dict[str, int] = {}
     ranges = {
         "commandsPerMinute": ("commands_per_minute", 0, 100_000),
