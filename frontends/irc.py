@@ -104,7 +104,7 @@ class IrcFrontend(Frontend):
         self.support = ServerSupport()
         self.accounts = AccountBook()
         self.last_identity: IrcIdentity | None = None
-        # Private conversations told that their earlier replies are still being sent.
+        # Private conversations already sent the notice that their replies are still queued.
         self.backlog_told: set[str] = set()
         self.nick = self.settings.nick
         self.user: str | None = None

@@ -196,8 +196,8 @@ class AccountBook:
         self.channels.setdefault(self._key(nick), set()).add(self._key(channel))
 
     def left(self, nick: str, channel: str) -> None:
-        """Record that `nick` left `channel`; forget them when no channel is shared any more,
-        because the server then stops telling the bot of their nick and account changes."""
+        """Record that `nick` left `channel`, and forget them when no channel is shared any
+        more. The server then stops reporting their nick and account changes to the bot."""
         key = self._key(nick)
         shared = self.channels.get(key)
         if shared is None:
@@ -207,7 +207,7 @@ class AccountBook:
             self.forget(nick)
 
     def bot_left(self, channel: str) -> None:
-        """Record that the bot left `channel`: everyone is gone from it, as far as it knows."""
+        """Record that the bot left `channel`, so it no longer shares it with anyone."""
         for nick in list(self.channels):
             self.left(nick, channel)
 

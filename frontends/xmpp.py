@@ -200,7 +200,7 @@ class XmppFrontend(Frontend):
         self.rooms = {jid: XmppRoom(self, jid) for jid in self.settings.rooms}
         self.directs: dict[str, XmppDirect] = {}
         self.last_identity: XmppIdentity | None = None
-        # Direct conversations told that their earlier replies are still being sent.
+        # Direct conversations already sent the notice that their replies are still queued.
         self.backlog_told: set[str] = set()
         self.sent_ids = SentIds()
         # Counts of room messages that were not executed, by reason, for logs and tests.

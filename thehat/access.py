@@ -1,4 +1,4 @@
-"""Who may do what: speakers, their identities, and the roles of the `access` section.
+"""Access control: speakers, their identities, and the roles of the `access` section.
 
 A frontend describes each speaker as a `Speaker`: a display name and the identities the medium
 gives it, each marked verified or not. `tty:alice` is the local login. `irc:nick` is never
@@ -96,7 +96,7 @@ class Speaker:
     """The sender of a command line, as the frontend identified them.
 
     `name` is how the medium names the speaker (the login, the nick). `local` marks the
-    terminal's user. `listed_admin` tells whether the frontend matched the speaker to
+    terminal's user. `listed_admin` is true when the frontend matched the speaker to
     `wfengine.admins`, which decides the admins when there is no access section.
     """
 

@@ -83,8 +83,8 @@ class RateLimiter:
         self.per_second = per_minute / 60.0
         self.burst = float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}
-        # Until when each speaker has been told to wait, so a flood gets one reply a wait.
-        self._told: dict[str, float] = {}
+        # When each speaker's current wait ends, so a flood gets one reply per wait.
+        self._wait_ends: dict[str, float] = {}
 
     @property
     def enabled(self) -> bool:
@@ -106,11 +106,11 @@ class RateLimiter:
 
     def tell(self, key: str, now: float, wait: float) -> bool:
         """Tell whether to reply to `key`'s refused command: once until the wait is over."""
-        if self._told.get(key, 0.0) > now:
+        if self._wait_ends.get(key, 0.0) > now:
             return False
-        if len(self._told) > self.MAX_BUCKETS:
-            self._told = {k: until for k, until in self._told.items() if until > now}
-        self._told[key] = now + wait
+        if len(self._wait_ends) > self.MAX_BUCKETS:
+            self._wait_ends = {k: end for k, end in self._wait_ends.items() if end > now}
+        self._wait_ends[key] = now + wait
         return True
 
     def _drop_full(self, now: float) -> None:

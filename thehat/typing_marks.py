@@ -3,7 +3,7 @@
 A command copied from a document or typed on a phone may carry a no-break space, curly quotes
 or a dash where a hyphen was meant. The step `db-backup` is then not found, or worse, a new
 step `db‐backup` is made that looks the same. `normalise_line` turns such look-alikes into the
-plain character and says what it changed; characters that cannot be seen at all (zero-width
+plain character and notes what it changed. Characters that cannot be seen at all (zero-width
 and direction marks) and control characters are refused, naming the character and where it is.
 """
 
