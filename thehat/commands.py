@@ -358,8 +358,11 @@ def require_admin(context: Context, action: str) -> None:
 
 
 def who(context: Context) -> str:
-    return f"{context.speaker.name} ({context.speaker.describe()}) is" \
-        if context.speaker.identities else f"{context.speaker.name} is"
+    """Name the speaker and their identities for a refusal: `bob (irc:bob, not verified) is`."""
+    speaker = context.speaker
+    if not speaker.identities:
+        return f"{speaker.name} is"
+    return f"{speaker.name} ({speaker.describe()}) is"
 
 
 def where(context: Context) -> str:
@@ -376,8 +379,6 @@ def how_to_get(context: Context, needed: Role, flow: str | None) -> str:
         kinds = {identity.kind for identity in context.speaker.identities}
         if "irc" in kinds:
             how = "log in to your services account (NickServ or SASL)"
-        elif context.speaker.local:
-            how = "list your login as tty:<login>"
         else:
             how = ("speak in a room that shows your JID to the bot, or send the command to the "
                    "bot directly")
