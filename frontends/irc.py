@@ -45,7 +45,7 @@ from frontends.irc_protocol import (
     nick_candidates,
     text_limit,
 )
-from frontends.outbox import BACKLOG_LINE, Outbox, TransmitError
+from frontends.outbox import BACKLOG_LINE, Outbox, TransmitError, private_reply
 from frontends.reconnect import ExponentialBackoff, ReconnectStrategy
 from frontends.tasks import Waker, cancel_all, spawn
 from thehat.access import Identity, Speaker
@@ -408,7 +408,10 @@ class IrcFrontend(Frontend):
             self.outbox.put(request.reply_to, clean_lines(str(exc).splitlines()))
             return
         if not reply.quit:
-            self.outbox.put(request.reply_to, clean_lines(reply.lines))
+            lines = clean_lines(reply.lines)
+            if isinstance(conversation, IrcQuery):
+                lines = private_reply(lines)
+            self.outbox.put(request.reply_to, lines)
             return
         # The daemon lets only admins quit from chat.
         log.info("%s asked the bot to quit in %s", identity.nick, conversation.id)

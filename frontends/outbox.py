@@ -34,10 +34,27 @@ JOINER: Final = " | "
 # queue for every target, so without it one person could delay every channel's replies by
 # asking for long ones in private.
 PRIVATE_BACKLOG: Final = 40
+# Lines of one reply sent to a private conversation; the rest is summed up in one line.
+PRIVATE_REPLY_LINES: Final = 60
 BACKLOG_LINE: Final = ("Your earlier replies are still being sent, so this command was not "
                        "run; send it again once they have arrived.")
 # The longest UTF-8 encoding of one character, so the smallest usable byte limit.
 MAX_CHARACTER_BYTES: Final = 4
+
+
+def private_reply(lines: list[str]) -> list[str]:
+    """Return `lines` cut to PRIVATE_REPLY_LINES for a private conversation, the last line
+    saying how many more there were, so one private reply cannot hold up every channel.
+
+    >>> private_reply([f"line {n}" for n in range(100)])[-1]
+    '41 more lines were not sent here, so that other conversations are not held up; ask in a channel or see the status web page.'
+    """
+    if len(lines) <= PRIVATE_REPLY_LINES:
+        return lines
+    kept = PRIVATE_REPLY_LINES - 1
+    return [*lines[:kept], f"{len(lines) - kept} more lines were not sent here, so that other "
+                           "conversations are not held up; ask in a channel or see the status "
+                           "web page."]
 
 
 class TransmitError(Exception):

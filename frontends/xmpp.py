@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from frontends.away import AwayLog
 from frontends.base import Conversation, Frontend
-from frontends.outbox import BACKLOG_LINE, Outbox, TransmitError
+from frontends.outbox import BACKLOG_LINE, Outbox, TransmitError, private_reply
 from frontends.reconnect import ExponentialBackoff, ReconnectStrategy
 from frontends.tasks import Waker, cancel_all, spawn
 from frontends.xmpp_config import TlsPolicy, XmppConfig, xmpp_config_from
@@ -548,26 +548,35 @@ class XmppFrontend(Frontend):
             return
         self.backlog_told.discard(request.reply_to)
         try:
-            reply = await self.daemon.handle(conversation, self.speaker(identity), request.text)
+            reply = await self.daemon.handle(conversation, self.speaker(identity, conversation.id),
+                                             request.text)
         except TheHatError as exc:
             # The daemon normally turns these into reply lines itself; the message is
             # written for the user.
             self.put(request.reply_to, str(exc).splitlines())
             return
         if not reply.quit:
-            self.put(request.reply_to, reply.lines)
+            lines = reply.lines
+            if isinstance(conversation, XmppDirect):
+                lines = private_reply(lines)
+            self.put(request.reply_to, lines)
             return
         # The daemon lets only admins quit from chat.
         log.info("%s asked the bot to quit in %s", identity.nick, conversation.id)
         self.put(request.reply_to, reply.lines or ["Bye."])
         await self._quit(f"stopped by {identity.nick}")
 
-    def speaker(self, identity: XmppIdentity) -> Speaker:
-        """Describe the sender for the daemon: the nick, and the real JID when it is known."""
-        identities: tuple[Identity, ...] = ()
+    def speaker(self, identity: XmppIdentity, conversation_id: str) -> Speaker:
+        """Describe the sender for the daemon: the nick, and the real JID when it is known.
+
+        Without a JID the speaker is known by room and nick only, which is also what their
+        command rate is kept by, so a flood in one room does not silence another's nick.
+        """
         if identity.jid is not None:
-            identities = (Identity("xmpp", identity.jid, identity.verified),)
-        return Speaker(identity.nick, identities, listed_admin=self.is_admin(identity))
+            return Speaker(identity.nick, (Identity("xmpp", identity.jid, identity.verified),),
+                           listed_admin=self.is_admin(identity))
+        return Speaker(identity.nick, listed_admin=self.is_admin(identity),
+                       origin=f"{conversation_id}/{identity.nick}")
 
     def is_admin(self, identity: XmppIdentity) -> bool:
         """Tell whether `identity` matches an entry of `wfengine.admins`.

@@ -163,7 +163,7 @@ OBSERVER_COMMANDS = ["status", "list", "dump", "history", "help", "date", "versi
                      "report", "ls", "dryrun"]
 OPERATOR_COMMANDS = ["gimme openbread", "start openbread", "finish openbread",
                      "giveto bob gettoaster", "gimmegroup food", "reverting openbread",
-                     "tictoc", "restore toast"]
+                     "tictoc"]
 ADMIN_COMMANDS = ["load other", "reload", "unload", "new fresh", "save", "addstep extra",
                   "delstep gettoaster", "set openbread note hello", "clockProcessing on",
                   "notificationProcessing off", "run", "stop", "idleprompt 3",
@@ -648,3 +648,70 @@ def test_rate_limit_follows_origin_across_nicks(tmp_path: Path) -> None:
         reply = asyncio.run(daemon.handle(conversation, speaker, "version"))
         ran += any("thehat version" in line for line in reply.lines)
     assert ran == 2
+
+
+# -- second round of attacks ------------------------------------------------------------------
+
+@pytest.mark.parametrize("line", ["load other", "restore other", "new sandbox"])
+def test_observer_cannot_move_channel_off_its_run(tmp_path: Path, line: str) -> None:
+    access = {"admin": ["irc-account:alice"],
+              "flows": {"other": {"operator": ["irc-account:carol"]},
+                        "sandbox": {"admin": ["irc-account:carol"]}}}
+    daemon = make_daemon(tmp_path, access)
+    daemon.runs["other"] = Run("other", toast_flow(), daemon.clock)
+    reply = say(daemon, irc("carol", "carol"), line)
+    assert "role; carol (irc:carol, not verified; irc-account:carol) is an observer." in reply
+    assert daemon.attachments[CHANNEL] == "toast"
+
+
+def test_observer_may_load_the_run_already_followed(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, ACCESS)
+    assert "joined that run" in say(daemon, irc("carol"), "load toast")
+
+
+def test_flow_named_force_judged_as_flow(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, {"admin": ["irc:alice"], "operator": ["irc:bob"],
+                                    "flows": {"toast": {"admin": ["irc:bob"]}}})
+    reply = say(daemon, irc("bob"), "restore force", "irc:query:bob")
+    assert reply.startswith("restore needs the admin role; bob (irc:bob, not verified) is an "
+                            "operator.")
+    reply = say(daemon, irc("bob"), "save force force")
+    assert reply.startswith("save needs the admin role")
+    assert not (tmp_path / "data" / "force.flow").exists()
+
+
+@pytest.mark.parametrize("nick", ["program:/usr/local/bin/backup.sh", "clock-alarm:0/0/0@0:0:0"])
+def test_owner_names_kept_from_speakers(tmp_path: Path, nick: str) -> None:
+    daemon = make_daemon(tmp_path, {"default": "operator", "admin": ["irc-account:alice"]})
+    run = daemon.runs["toast"]
+    run.set_owner("openbread", nick, "test")
+    reply = say(daemon, xmpp(nick), "finish openbread")
+    assert reply == (f"finish is not allowed under the name {nick!r}, which is kept for clock "
+                     "and program owners; change your nick and try again.")
+    assert run.steps["openbread"].state is StepState.PENDING
+    assert "Flow toast" in say(daemon, xmpp(nick), "status")
+
+
+def test_account_case_does_not_block_owner(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, {"requireVerified": True, "admin": ["irc-account:root"],
+                                    "operator": ["irc-account:alice"]})
+    daemon.runs["toast"].set_owner("openbread", "alice", "flow file")
+    say(daemon, irc("Alice", "Alice"), "start openbread")
+    assert daemon.runs["toast"].steps["openbread"].state is StepState.IN_PROGRESS
+
+
+def test_help_matches_what_runs(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, {"admin": ["irc:alice"], "operator": ["irc:bob"],
+                                    "flows": {"toast": {"admin": ["irc:bob"]}}})
+    lines = daemon.execute(CHANNEL, irc("bob"), "help").lines
+    listed = {line.split()[0] for line in lines if line.startswith("  ")}
+    assert "exec" not in listed
+    assert "quit" not in listed
+    assert "set" in listed
+    reply = say(daemon, irc("bob"), "help exec")
+    assert reply.endswith("It needs the admin role; bob (irc:bob, not verified) is an "
+                          "operator.")
+    observer = daemon.execute("irc:query:carol", irc("carol"), "help").lines
+    assert "load" in {line.split()[0] for line in observer if line.startswith("  ")}
+    assert say(daemon, irc("carol"), "help load", "irc:query:carol").endswith(
+        "starting a run or bringing back an ended one needs the admin role.")

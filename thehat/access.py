@@ -187,7 +187,8 @@ class AccessPolicy:
         if self.configured and self.require_verified:
             for identity in speaker.verified:
                 if identity.kind in ("irc-account", "xmpp"):
-                    return identity.value
+                    # Folded as the medium compares, so `Alice` owns the steps of `alice`.
+                    return identity.key.split(":", 1)[1]
         return speaker.name
 
     def summary(self) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 from thehat import __version__
 from thehat.access import Role, Speaker
 from thehat.automation import Launch
-from thehat.clocks import PROGRAM_PREFIX, parse_clock_owner
+from thehat.clocks import CLOCK_PREFIX, PROGRAM_PREFIX, parse_clock_owner
 from thehat.engine import Run, UnknownStep
 from thehat.errors import CommandError, FlowError, Refusal, TheHatError
 from thehat.events import Event
@@ -248,6 +248,7 @@ def execute(daemon: Daemon, conversation_id: str, speaker: Speaker | str, text: 
         outcome.run_name = run.name
     try:
         check_role(context, entry)
+        check_actor_name(context, entry)
         entry.handler(context)
     except TheHatError as exc:
         outcome.lines.append(str(exc))
@@ -288,51 +289,65 @@ def named_flow(entry: Command, args: str) -> str | None:
     """Return the flow that load, restore, new or save names in `args`, else None."""
     if entry.name not in ("load", "restore", "new", "save"):
         return None
-    names = [word for word in args.split() if word not in FORCE_WORDS]
+    names = args.split()
+    if entry.name == "save" and len(names) == 2 and names[-1] in FORCE_WORDS:
+        names = names[:-1]
     return names[0].removesuffix(".flow") if len(names) == 1 else None
 
 
 def role_flows(entry: Command, args: str, run: Run | None) -> list[str | None]:
     """Return the flows whose access entries decide `entry` (None: the general entries).
 
-    Host commands are judged outside any flow, because they act beyond it. Load, restore and
-    new are judged for the flow they name; save to another name for both flows.
+    Host commands are judged outside any flow, because they act beyond it. Load, restore,
+    new and save to another name are judged for the flow they name and, when the
+    conversation follows another run, for that run too, because they move the conversation
+    off it.
     """
     if entry.host:
         return [None]
     named = named_flow(entry, args)
     attached = None if run is None else run.name
-    if entry.name in ("load", "restore", "new"):
-        return [named]
-    if entry.name == "save" and named is not None and named != attached:
-        return [attached, named]
+    if entry.name in ("load", "restore", "new", "save") and named != attached:
+        return [named] if attached is None else [attached, named]
     return [attached]
 
 
-def needed_role(entry: Command, context: Context) -> Role:
+def needed_role(entry: Command, context: Context, args: str | None = None) -> Role:
     """Return the role `entry` needs from the speaker of `context`.
 
     Without an access section every command but the host commands is open to operators, as
     in earlier versions. Leaving the terminal is open to its user whatever the role. Joining
     an active run needs an observer in a conversation that follows no run yet, and an
     operator to move a conversation from one run to another. Bringing back an ended run
-    needs an admin.
+    needs an admin. `args` are the command's arguments (default: those of `context`).
     """
     if entry.name == "quit" and context.speaker.local:
         return Role.OBSERVER
     if not context.daemon.config.access.configured:
         return Role.ADMIN if entry.host else Role.OPERATOR
     if entry.name in ("load", "restore"):
-        named = named_flow(entry, context.args)
+        named = named_flow(entry, context.args if args is None else args)
         if named is not None and named in context.daemon.runs:
-            return Role.OBSERVER if context.run is None else Role.OPERATOR
+            run = context.run
+            if run is None or run.name == named:
+                return Role.OBSERVER
+            return Role.OPERATOR
         if entry.name == "restore" and named is not None:
             return Role.ADMIN
     return entry.role
 
 
 def allowed(entry: Command, context: Context) -> bool:
-    return context.role >= needed_role(entry, context)
+    """Tell whether the speaker may run `entry` in some form, for help.
+
+    Host commands are judged by the role outside any flow. Load and restore are open to
+    whoever may join a running flow with them.
+    """
+    role = context.host_role if entry.host else context.role
+    if entry.name in ("load", "restore") and context.daemon.config.access.configured:
+        joining = Role.OBSERVER if context.run is None else Role.OPERATOR
+        return role >= min(joining, needed_role(entry, context, ""))
+    return role >= needed_role(entry, context, "")
 
 
 def check_role(context: Context, entry: Command) -> None:
@@ -345,6 +360,21 @@ def check_role(context: Context, entry: Command) -> None:
     raise CommandError(f"{entry.name} needs the {needed.word} role; {who(context)} "
                        f"{context.role.with_article}{where(context)}. "
                        f"{how_to_get(context, needed, context.role_flow)}")
+
+
+def check_actor_name(context: Context, entry: Command) -> None:
+    """Refuse a speaker whose name is a clock or program owner anything beyond looking, because
+    acting under that name would act as the clock or program (an XMPP room nick may be any
+    text)."""
+    if needed_role(entry, context) <= Role.OBSERVER:
+        return
+    name = context.user
+    if name.startswith((PROGRAM_PREFIX, CLOCK_PREFIX)):
+        log.info("rejected %s from %s: the name is a clock or program owner", entry.name,
+                 context.speaker.describe())
+        raise CommandError(f"{entry.name} is not allowed under the name {name!r}, which is "
+                           "kept for clock and program owners; change your nick and try "
+                           "again.")
 
 
 def require_admin(context: Context, action: str) -> None:
@@ -649,9 +679,16 @@ def help_command(context: Context) -> None:
             context.reply(entry.details)
         if entry.aliases:
             context.reply("Also: " + ", ".join(entry.aliases))
-        if not allowed(entry, context):
-            context.reply(f"It needs the {needed_role(entry, context).word} role; "
-                          f"{who(context)} {context.role.with_article}{where(context)}.")
+        role = context.host_role if entry.host else context.role
+        needed = needed_role(entry, context, "")
+        if entry.name in ("load", "restore") and context.daemon.config.access.configured:
+            context.reply("Joining a running flow needs the observer role in a conversation "
+                          "that follows no run, else the operator role; starting a run or "
+                          "bringing back an ended one needs the admin role.")
+        elif role < needed:
+            where_text = where(context) if not entry.host else ""
+            context.reply(f"It needs the {needed.word} role; {who(context)} "
+                          f"{role.with_article}{where_text}.")
         return
     hidden = 0
     for section in SECTIONS:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from frontends.outbox import BACKLOG_LINE, JOINER, PRIVATE_BACKLOG
 from thehat.access import AccessPolicy, parse_access_section
 from thehat.limits import Limits
-from thehat.model import StepState
+from thehat.flowfile import save_flow
+from thehat.model import Flow, StepDef, StepState
 
 from tests.frontends.conftest import Bot
 from tests.frontends.irc_client import ChatClient
@@ -272,3 +274,18 @@ async def test_server_without_accounts_warned(ircd: NgircdServer, start_bot: Sta
     await start_bot(ircd.port, [channel], access=access)
     assert any("confirms no services accounts (no account-tag or account-notify), so every "
                "speaker on it is an observer" in message for message in caplog.messages)
+
+
+async def test_long_private_reply_cut(ircd: NgircdServer, start_bot: StartBot, people: People,
+                                      channel: str, datadir: Path) -> None:
+    save_flow(Flow(StepDef(f"step{number:03}") for number in range(150)),
+              datadir / "big.flow")
+    bob = await people("bob", ircd.port, [channel])
+    await start_bot(ircd.port, [channel], rate={"burst": 50, "interval": 0.02})
+    bob.say(BOT, "load big")
+    bob.say(BOT, "list")
+    await bob.next_message(BOT, "bob", "the cut reply", text=lambda text: text.endswith(
+        "more lines were not sent here, so that other conversations are not held up; ask in "
+        "a channel or see the status web page."))
+    lines = [part for text in bob.messages(BOT, "bob") for part in text.split(JOINER)]
+    assert "step149" not in " ".join(lines)
