@@ -20,6 +20,7 @@ from tests.frontends.conftest import Bot
 from tests.frontends.irc_client import ChatClient
 from tests.frontends.test_irc import BOT, command
 from tests.frontends.test_irc_services import PASSWORDS as SERVICE_PASSWORDS
+from tests.frontends.test_irc_services import wait_for_account
 from tests.ircservices import INSPIRCD_MODULES, AccountClient, ServicesNetwork
 from tests.servers import NgircdServer
 
@@ -197,14 +198,6 @@ def untagged_network() -> Iterator[ServicesNetwork]:
         yield network
     finally:
         network.remove()
-
-
-async def wait_for_account(bot: Bot, nick: str, account: str) -> None:
-    for _ in range(500):
-        if bot.frontend.accounts.accounts.get(nick) == account:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the bot did not learn account {account} for {nick} in 10 s")
 
 
 async def test_account_expires_when_no_channel_shared(untagged_network: ServicesNetwork,
