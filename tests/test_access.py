@@ -715,3 +715,15 @@ def test_help_matches_what_runs(tmp_path: Path) -> None:
     assert "load" in {line.split()[0] for line in observer if line.startswith("  ")}
     assert say(daemon, irc("carol"), "help load", "irc:query:carol").endswith(
         "starting a run or bringing back an ended one needs the admin role.")
+
+
+def test_not_owner_hint_fits_role(tmp_path: Path) -> None:
+    daemon = make_daemon(tmp_path, {"admin": ["irc:alice"], "operator": ["irc:bob"]})
+    daemon.runs["toast"].set_owner("openbread", "alice", "test")
+    assert say(daemon, irc("bob"), "start openbread").startswith(
+        "Step openbread is owned by alice; only alice can change its state (ask alice or an "
+        "admin to give it to you).")
+    daemon.runs["toast"].set_owner("openbread", "bob", "test")
+    assert say(daemon, irc("alice"), "start openbread").startswith(
+        "Step openbread is owned by bob; only bob can change its state (to take it over: "
+        "gimme openbread).")

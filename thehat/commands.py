@@ -20,7 +20,7 @@ from thehat import __version__
 from thehat.access import Role, Speaker
 from thehat.automation import Launch
 from thehat.clocks import CLOCK_PREFIX, PROGRAM_PREFIX, parse_clock_owner
-from thehat.engine import Run, UnknownStep
+from thehat.engine import NotOwner, Run, UnknownStep
 from thehat.errors import CommandError, FlowError, Refusal, TheHatError
 from thehat.events import Event
 from thehat.model import (MAX_COMMAND_CHARACTERS, MAX_TIMEOUT, StepDef, parse_timeout,
@@ -437,6 +437,9 @@ def for_each_step(context: Context, names: list[str],
             unknown += 1
             context.reply(str(exc) if unknown <= MAX_SUGGESTIONS else exc.plain_message())
             context.outcome.refusals += 1
+        except NotOwner as exc:
+            context.reply(exc.message(can_take_over=may_take_any_step(context)))
+            context.outcome.refusals += 1
         except (Refusal, FlowError) as exc:
             context.reply(str(exc))
             context.outcome.refusals += 1
@@ -475,6 +478,12 @@ def check_new_owner(context: Context, owner: str | None) -> None:
                       "is on.")
 
 
+def may_take_any_step(context: Context) -> bool:
+    """Tell whether the speaker may take a step from its owner: anyone without an access
+    section, else admins only."""
+    return not context.daemon.config.access.configured or context.admin
+
+
 def hand_over(context: Context, run: Run, name: str, owner: str | None) -> list[Event]:
     """Make `owner` the owner of step `name`, if the speaker may move that step.
 
@@ -482,8 +491,7 @@ def hand_over(context: Context, run: Run, name: str, owner: str | None) -> list[
     Taking a step from another owner (a person, a clock or a program) needs an admin.
     """
     current = run.step(name).owner
-    if (context.daemon.config.access.configured and not context.admin
-            and current not in (None, context.user)):
+    if not may_take_any_step(context) and current not in (None, context.user):
         raise Refusal(f"Step {name} is owned by {current}; as an operator, "
                       f"{context.user} can take or give away only unassigned steps and their "
                       f"own. Ask {current} or an admin to give it away.")

@@ -73,6 +73,25 @@ class UnknownStep(Refusal):
                 "state unchanged.")
 
 
+class NotOwner(Refusal):
+    """A speaker tried to change the state of a step someone else owns.
+
+    Whether the speaker may take the step over depends on their role, which the engine does
+    not know, so `message` words the hint for either case.
+    """
+
+    def __init__(self, step: str, owner: str) -> None:
+        self.step = step
+        self.owner = owner
+        super().__init__(self.message(can_take_over=True))
+
+    def message(self, can_take_over: bool) -> str:
+        hint = (f"to take it over: gimme {self.step}" if can_take_over
+                else f"ask {self.owner} or an admin to give it to you")
+        return (f"Step {self.step} is owned by {self.owner}; only {self.owner} can change "
+                f"its state ({hint}).")
+
+
 @dataclass(slots=True)
 class Modes:
     """The switches of a run's automation, which `run`, `stop` and friends change.
@@ -457,8 +476,7 @@ class Run:
             raise Refusal(f"Step {step.name} is unassigned; {actor} must take it first "
                           f"(gimme {step.name}).")
         if step.owner != actor:
-            raise Refusal(f"Step {step.name} is owned by {step.owner}; only {step.owner} can "
-                          f"change its state (to take it over: gimme {step.name}).")
+            raise NotOwner(step.name, step.owner)
 
     def _check_forward_gates(self, step: RunStep) -> None:
         if self._unmet[step.name]:
