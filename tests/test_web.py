@@ -1006,3 +1006,14 @@ def test_secret_value_reads_token_keys(tmp_path: Path,
         token_read = auth.token_matches(TOKEN)
         assert token_read, sorted(keys)
         assert secrets_in(repr(auth)) == []
+
+
+async def test_base64_token_with_plus_in_url(datadir: Path, tmp_path: Path,
+                                             client: aiohttp.ClientSession) -> None:
+    # A query string reads an unescaped `+` as a space; base64 tokens often contain `+`.
+    token = "ab+cd/ef+gh=ijklmnopqrstuv=="
+    async with running_site(datadir, webauth=webauth(tmp_path, token=token)) as running:
+        status, _, _ = await fetch(client, running.base + FLOW_PATH + "dump.txt?token=" + token)
+        assert status == 200
+        status, _, _ = await fetch(client, running.base + FLOW_PATH + "dump.txt?token=ab")
+        assert status == 401

@@ -413,6 +413,10 @@ def _authentication(auth: WebAuth) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         query_token = request.query.get("token")
+        if query_token is not None:
+            # A query string reads `+` as a space, and tokens have no spaces, so a `+` typed
+            # unescaped in a token (as base64 has) is put back.
+            query_token = query_token.replace(" ", "+")
         if query_token is not None and auth.token is not None:
             if not auth.token_matches(query_token):
                 raise _unauthorized(auth)
