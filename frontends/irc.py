@@ -45,7 +45,7 @@ from frontends.irc_protocol import (
     nick_candidates,
     text_limit,
 )
-from frontends.outbox import BACKLOG_LINE, Outbox, TransmitError, private_reply
+from frontends.outbox import Outbox, TransmitError, private_reply
 from frontends.reconnect import ExponentialBackoff, ReconnectStrategy
 from frontends.tasks import Waker, cancel_all, spawn
 from thehat.access import Identity, Speaker
@@ -104,8 +104,6 @@ class IrcFrontend(Frontend):
         self.support = ServerSupport()
         self.accounts = AccountBook()
         self.last_identity: IrcIdentity | None = None
-        # Private conversations already sent the notice that their replies are still queued.
-        self.backlog_told: set[str] = set()
         self.nick = self.settings.nick
         self.user: str | None = None
         self.host: str | None = None
@@ -392,14 +390,12 @@ class IrcFrontend(Frontend):
         self.last_identity = identity
         log.debug("command from %s in %s: %r (%s)", identity.nick, conversation.id,
                   request.text, identity)
-        if isinstance(conversation, IrcQuery) and self.outbox.backlogged(request.reply_to):
-            log.info("not running a command from %s: %d lines of earlier replies still queued",
-                     identity.nick, self.outbox.queued(request.reply_to))
-            if request.reply_to not in self.backlog_told:
-                self.backlog_told.add(request.reply_to)
-                self.outbox.put(request.reply_to, [BACKLOG_LINE], joinable=False)
-            return
-        self.backlog_told.discard(request.reply_to)
+        if isinstance(conversation, IrcQuery):
+            queued = self.outbox.hold_private(request.reply_to)
+            if queued:
+                log.info("not running a command from %s: %d lines of earlier replies still "
+                         "queued", identity.nick, queued)
+                return
         try:
             reply = await self.daemon.handle(conversation, self.speaker(identity), request.text)
         except TheHatError as exc:

@@ -209,6 +209,8 @@ class Outbox:
         self._empty.set()
         self._batches = itertools.count()
         self.sent = 0
+        # Private conversations whose held command has had the backlog notice.
+        self._held: set[str] = set()
 
     @property
     def pending(self) -> int:
@@ -223,10 +225,21 @@ class Outbox:
         """Return the number of lines (or pieces of lines) queued for `target`."""
         return sum(1 for item in self._queue if item.target == target)
 
-    def backlogged(self, target: str) -> bool:
-        """Tell whether a private conversation's earlier replies still wait to be sent, so its
-        next command should not run (see PrivateBacklog)."""
-        return self.queued(target) >= PRIVATE_BACKLOG
+    def hold_private(self, target: str) -> int:
+        """Return the lines still queued for private conversation `target` when its next
+        command must wait for them (PRIVATE_BACKLOG or more), else 0.
+
+        The first held command of a backlog queues BACKLOG_LINE for `target`; the next ones
+        get nothing, until a command is let through again.
+        """
+        queued = self.queued(target)
+        if queued < PRIVATE_BACKLOG:
+            self._held.discard(target)
+            return 0
+        if target not in self._held:
+            self._held.add(target)
+            self.put(target, [BACKLOG_LINE], joinable=False)
+        return queued
 
     def put(self, target: str, lines: Iterable[str], *, joinable: bool = True) -> None:
         """Queue `lines` for `target`, in order. Blank lines are dropped.

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from frontends.away import AwayLog
 from frontends.base import Conversation, Frontend
-from frontends.outbox import BACKLOG_LINE, Outbox, TransmitError, private_reply
+from frontends.outbox import Outbox, TransmitError, private_reply
 from frontends.reconnect import ExponentialBackoff, ReconnectStrategy
 from frontends.tasks import Waker, cancel_all, spawn
 from frontends.xmpp_config import TlsPolicy, XmppConfig, xmpp_config_from
@@ -200,8 +200,6 @@ class XmppFrontend(Frontend):
         self.rooms = {jid: XmppRoom(self, jid) for jid in self.settings.rooms}
         self.directs: dict[str, XmppDirect] = {}
         self.last_identity: XmppIdentity | None = None
-        # Direct conversations already sent the notice that their replies are still queued.
-        self.backlog_told: set[str] = set()
         self.sent_ids = SentIds()
         # Counts of room messages that were not executed, by reason, for logs and tests.
         self.skipped = {"history": 0, "echo": 0}
@@ -539,14 +537,12 @@ class XmppFrontend(Frontend):
         self.last_identity = identity
         log.debug("command from %s in %s: %r (%s)", identity.nick, conversation.id,
                   request.text, identity)
-        if isinstance(conversation, XmppDirect) and self.outbox.backlogged(request.reply_to):
-            log.info("not running a command from %s: %d lines of earlier replies still queued",
-                     identity.nick, self.outbox.queued(request.reply_to))
-            if request.reply_to not in self.backlog_told:
-                self.backlog_told.add(request.reply_to)
-                self.put(request.reply_to, [BACKLOG_LINE])
-            return
-        self.backlog_told.discard(request.reply_to)
+        if isinstance(conversation, XmppDirect):
+            queued = self.outbox.hold_private(request.reply_to)
+            if queued:
+                log.info("not running a command from %s: %d lines of earlier replies still "
+                         "queued", identity.nick, queued)
+                return
         try:
             reply = await self.daemon.handle(conversation, self.speaker(identity, conversation.id),
                                              request.text)

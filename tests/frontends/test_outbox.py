@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from frontends.outbox import (
     JOINER,
+    PRIVATE_BACKLOG,
     Outbox,
     Rate,
     TokenBucket,
@@ -302,3 +303,20 @@ async def test_lines_of_different_puts_never_joined() -> None:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
     assert [text for _, text in sent] == ["row one | row two", ">>> event"]
+
+
+def test_hold_private_notice_once() -> None:
+    outbox = Outbox(lambda target, text: None, lambda target: 400)
+    outbox.put("bob", [f"line {number}" for number in range(PRIVATE_BACKLOG - 1)])
+    assert outbox.hold_private("bob") == 0
+
+    outbox.put("bob", ["one more"])
+    assert outbox.hold_private("bob") == PRIVATE_BACKLOG
+    assert outbox.hold_private("bob") == PRIVATE_BACKLOG + 1
+    assert outbox.queued("bob") == PRIVATE_BACKLOG + 1
+    assert outbox.hold_private("#ops") == 0
+    outbox.clear()
+    assert outbox.hold_private("bob") == 0
+    outbox.put("bob", [f"line {number}" for number in range(PRIVATE_BACKLOG)])
+    assert outbox.hold_private("bob") == PRIVATE_BACKLOG
+    assert outbox.queued("bob") == PRIVATE_BACKLOG + 1
