@@ -223,8 +223,9 @@ def execute(daemon: Daemon, conversation_id: str, speaker: Speaker | str, text: 
         outcome.result = list(outcome.lines)
         return outcome
     outcome.lines.extend(notes)
-    # Any whitespace separates the command word, a tab or a no-break space included.
-    parts = text.strip().split(None, 1)
+    # Any whitespace separates the command word, a tab included; checked_line stripped the
+    # line and made wide spaces plain.
+    parts = text.split(None, 1)
     word = parts[0] if parts else ""
     args = parts[1] if len(parts) > 1 else ""
     if not word:
@@ -248,7 +249,6 @@ def execute(daemon: Daemon, conversation_id: str, speaker: Speaker | str, text: 
         outcome.run_name = run.name
     try:
         check_role(context, entry)
-        check_actor_name(context, entry)
         entry.handler(context)
     except TheHatError as exc:
         outcome.lines.append(str(exc))
@@ -328,48 +328,51 @@ def needed_role(entry: Command, context: Context, args: str | None = None) -> Ro
     if entry.name in ("load", "restore"):
         named = named_flow(entry, context.args if args is None else args)
         if named is not None and named in context.daemon.runs:
-            run = context.run
-            if run is None or run.name == named:
-                return Role.OBSERVER
-            return Role.OPERATOR
+            return joining_role(context, named)
         if entry.name == "restore" and named is not None:
             return Role.ADMIN
     return entry.role
 
 
+def joining_role(context: Context, flow: str | None = None) -> Role:
+    """Return the role that joining running flow `flow` needs: an observer in a conversation
+    that follows no run or follows `flow` already, else an operator."""
+    run = context.run
+    return Role.OBSERVER if run is None or run.name == flow else Role.OPERATOR
+
+
+def role_for(entry: Command, context: Context) -> Role:
+    """Return the speaker's role that decides `entry`: outside any flow for host commands."""
+    return context.host_role if entry.host else context.role
+
+
 def allowed(entry: Command, context: Context) -> bool:
     """Tell whether the speaker may run `entry` in some form, for help.
 
-    Host commands are judged by the role outside any flow. Load and restore are open to
-    whoever may join a running flow with them.
+    Load and restore are listed for every speaker who may join a running flow with them.
     """
-    role = context.host_role if entry.host else context.role
+    needed = needed_role(entry, context, "")
     if entry.name in ("load", "restore") and context.daemon.config.access.configured:
-        joining = Role.OBSERVER if context.run is None else Role.OPERATOR
-        return role >= min(joining, needed_role(entry, context, ""))
-    return role >= needed_role(entry, context, "")
+        needed = min(needed, joining_role(context))
+    return role_for(entry, context) >= needed
 
 
 def check_role(context: Context, entry: Command) -> None:
-    """Raise CommandError naming the role `entry` needs when the speaker lacks it."""
-    needed = needed_role(entry, context)
-    if context.role >= needed:
-        return
-    log.info("rejected %s from %s: needs %s, has %s", entry.name, context.speaker.describe(),
-             needed.word, context.role.word)
-    raise CommandError(f"{entry.name} needs the {needed.word} role; {who(context)} "
-                       f"{context.role.with_article}{where(context)}. "
-                       f"{how_to_get(context, needed, context.role_flow)}")
+    """Raise CommandError naming the role `entry` needs when the speaker lacks it.
 
-
-def check_actor_name(context: Context, entry: Command) -> None:
-    """Refuse a speaker whose name is a clock or program owner anything beyond looking, because
+    A speaker whose name is a clock or program owner may run nothing beyond looking, because
     acting under that name would act as the clock or program (an XMPP room nick may be any
-    text)."""
-    if needed_role(entry, context) <= Role.OBSERVER:
-        return
+    text).
+    """
+    needed = needed_role(entry, context)
+    if context.role < needed:
+        log.info("rejected %s from %s: needs %s, has %s", entry.name,
+                 context.speaker.describe(), needed.word, context.role.word)
+        raise CommandError(f"{entry.name} needs the {needed.word} role; {who(context)} "
+                           f"{context.role.with_article}{where(context)}. "
+                           f"{how_to_get(context, needed, context.role_flow)}")
     name = context.user
-    if name.startswith((PROGRAM_PREFIX, CLOCK_PREFIX)):
+    if needed > Role.OBSERVER and name.startswith((PROGRAM_PREFIX, CLOCK_PREFIX)):
         log.info("rejected %s from %s: the name is a clock or program owner", entry.name,
                  context.speaker.describe())
         raise CommandError(f"{entry.name} is not allowed under the name {name!r}, which is "
@@ -687,7 +690,7 @@ def help_command(context: Context) -> None:
             context.reply(entry.details)
         if entry.aliases:
             context.reply("Also: " + ", ".join(entry.aliases))
-        role = context.host_role if entry.host else context.role
+        role = role_for(entry, context)
         needed = needed_role(entry, context, "")
         if entry.name in ("load", "restore") and context.daemon.config.access.configured:
             context.reply("Joining a running flow needs the observer role in a conversation "
