@@ -4,7 +4,7 @@ Each configured channel is a conversation of its own (`irc:#ops`), attached to i
 channel line is a command when it starts with the bot's nick or one of its `respondTo` aliases,
 followed by `:`, `,`, whitespace or nothing. The bare name is the `status` command. Nicks are
 compared with the server's CASEMAPPING. Every private message is a command, answered in
-private in the conversation `irc:query:<nick>`. The daemon sees each speaker as the identities
+private in the conversation `irc:query:<nick>`. The daemon receives each speaker as the identities
 `irc:<nick>` (never verified) and, when the server reports a services account,
 `irc-account:<account>` (verified when the server vouched for it at the time of the message);
 the fuller `IrcIdentity` is kept in `last_identity`. The access section decides what each may do.

@@ -8,10 +8,10 @@ status). Every direct message with a body is a command, answered directly in the
 room). Two kinds of room message are never executed: history the room replays on join (it
 carries a XEP-0203 `delay` element) and the room's echo of the bot's own messages.
 
-The speaker's room nick is the user name the daemon sees, as on IRC. When the room discloses
-the occupant's real bare JID (or the message came straight from an account), the daemon also
-sees the verified identity `xmpp:<bare JID>`, which the access section matches; in an
-anonymous room the nick is all there is. The fuller `XmppIdentity` is kept in `last_identity`
+The speaker's room nick is the user name the daemon receives, as on IRC. When the room
+discloses the occupant's real bare JID (or the message came straight from an account), the
+daemon also receives the verified identity `xmpp:<bare JID>`, which the access section
+matches. In an anonymous room the nick is all there is. The fuller `XmppIdentity` is kept in `last_identity`
 and in each room's `occupants`. `quit` and `shutdown` stop the bot only for an admin. Without
 an access section the admins are those in `wfengine.admins`: an entry with `@` must equal the
 speaker's verified bare JID, an entry without `@` the room nick (like IRC, so anyone may take

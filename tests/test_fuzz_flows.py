@@ -49,9 +49,9 @@ ODD_TOKENS = (
 def example_texts() -> list[str]:
     """Return the example flows, the largest one less often than the others.
 
-    A mutated file outside the plain layout goes through PyYAML's pure-Python parser, which
-    takes about 80 ms for the 9 KB db-minor-upgrade example on a 2-core machine, so it is
-    drawn one time in nine to keep the test within its time.
+    A mutated file outside the plain layout goes through PyYAML's pure-Python parser. That
+    takes about 80 ms for the 9 KB db-minor-upgrade example on a 2-core machine, so that
+    example is drawn one time in nine to keep the test within its time.
     """
     texts = {path.name: path.read_text(encoding="utf-8") for path in EXAMPLES.glob("*.flow")}
     large = texts.pop("db-minor-upgrade.flow")

@@ -9,7 +9,7 @@ way once. People on IRC and XMPP drive a session. Then the test collects what th
 produced and looks for every secret in it, raw and in the encodings that carry passwords on
 the wire (base64, SASL PLAIN, HTTP basic).
 
-The DEBUG log comes from the daemon's own `--log-file`, so it holds every record of every
+The DEBUG log comes from the daemon's own `--log-file`, so it contains every record of every
 logger of the daemon (slixmpp and irc included) and none of the test's own clients, which
 send the server password too.
 """

@@ -480,7 +480,7 @@ def _storable(text: str | None) -> str | None:
     """Replace lone surrogates, which SQLite cannot store as UTF-8, by U+FFFD.
 
     A user name or a command line may contain them when a frontend decodes invalid UTF-8
-    with `surrogateescape`; the journal keeps the rest of the text.
+    with `surrogateescape`. The journal keeps the rest of the text.
 
     >>> _storable("gimme a\\udc80b") == "gimme a\\ufffdb"
     True

@@ -122,7 +122,7 @@ def accounts(irc_services: ServicesNetwork) -> None:
 
 async def ask(client: AccountClient, channel: str, text: str) -> list[str]:
     """Send `text` to the bot between two unknown words and return the bot's lines between
-    their replies, because the bot answers commands in order."""
+    their replies, because the bot handles commands in order."""
     before, after = f"mark{next(MARKS)}", f"mark{next(MARKS)}"
     for line in (before, text, after):
         client.say(channel, f"{BOT}: {line}")
@@ -220,7 +220,7 @@ async def test_account_expires_when_no_channel_shared(untagged_network: Services
         await alice.connect([channel])
         await wait_for_account(bot, "alice", "alice")
 
-        # alice leaves the channel, then changes nick: the bot no longer sees her changes.
+        # alice leaves the channel, then changes nick: the server no longer reports her changes to the bot.
         alice.send(f"PART {channel}")
         alice.send("NICK alice_away")
         await alice.next_line(lambda line: line.command == "NICK", "the NICK echo")

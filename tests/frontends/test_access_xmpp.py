@@ -1,8 +1,8 @@
 """Roles over a real prosody multi-user chat on 127.0.0.1, by real JID and by nick alone.
 
-The bot creates its rooms, so it owns them and sees every occupant's real JID: the identity
+The bot creates its rooms, so it owns them and gets every occupant's real JID: the identity
 `xmpp:<bare JID>` is verified there. In a room someone else created with the default
-configuration, the bot is an ordinary occupant that sees nicks only.
+configuration, the bot is an ordinary occupant that gets nicks only.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ async def test_taken_nick_keeps_real_jid(prosody: ProsodyServer, room: str,
 async def test_anonymous_room_gives_nicks_only(prosody: ProsodyServer, room: str,
                                                start_xmpp_bot: StartBot,
                                                xmpp_people: Connect) -> None:
-    # carol creates the room before the bot, so the bot is not a moderator and sees no JIDs.
+    # carol creates the room before the bot, so the bot is not a moderator and gets no JIDs.
     carol = await xmpp_people("carol", prosody.port)
     await carol.join(room)
     bot = await start_xmpp_bot(prosody.port, [room], admins=(),
